@@ -1,0 +1,125 @@
+# shellcheck shell=bash
+# Shared helpers for rik's test-cluster scripts (tests/cluster/*.sh, up, down).
+#
+# Source it:   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# What it gives you
+#   $RIK_STATE             state directory (env RIK_CLUSTER_DIR, default /run/rik-testcluster)
+#   $RIK_JSON              $RIK_STATE/cluster.json
+#   RIK_HOSTS              array: rik-gw rik-front rik-c1 rik-c2
+#   netns_path NAME        /run/netns/NAME          (network namespace, made by `ip netns add`)
+#   uts_path NAME          $RIK_STATE/uts/NAME      (persistent UTS namespace: hostname = NAME)
+#   on_host NAME CMD...    run CMD inside host NAME's network + UTS namespaces.  Unlike
+#                          `ip netns exec` it does NOT remount /sys, so /sys/fs/cgroup stays visible
+#                          (slurmd needs it).  It execs CMD in place (no extra process); a daemon
+#                          started this way and that daemonizes keeps both namespaces.
+#                          For a private mount namespace on top:  on_host NAME unshare --mount CMD...
+#   cluster_json_merge SECTION JSON
+#                          set top-level key SECTION of cluster.json to the JSON value (other keys kept;
+#                          locked, written atomically).  Example:
+#                            cluster_json_merge slurm '{"conf": "/etc/slurm/slurm.conf"}'
+#   cluster_json_update OBJECT
+#                          same for every top-level key of the JSON object OBJECT, in one go
+#   pid_of_file FILE       print the pid in FILE if that process is alive (exit 1 otherwise)
+#   stop_pidfile FILE [SECONDS]
+#                          SIGTERM the pid in FILE, SIGKILL after SECONDS (default 5), remove FILE
+#   tcp_ok NAME ADDR PORT  exit 0 if a TCP connect from host NAME (or "root") to ADDR:PORT succeeds (1 s)
+#   wait_tcp NAME ADDR PORT [SECONDS]
+#                          wait until tcp_ok, fail after SECONDS (default 10)
+#   log MSG / die MSG      prefixed messages on stderr; die exits 1
+
+RIK_STATE="${RIK_CLUSTER_DIR:-/run/rik-testcluster}"
+RIK_JSON="$RIK_STATE/cluster.json"
+RIK_HOSTS=(rik-gw rik-front rik-c1 rik-c2)
+export RIK_CLUSTER_DIR="$RIK_STATE"
+
+log() { printf '[rik-cluster] %s\n' "$*" >&2; }
+die() { printf '[rik-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
+
+require_root() {
+    [[ $EUID -eq 0 ]] || die "must be run as root (network namespaces, sshd, users): sudo $0 $*"
+}
+
+netns_path() { printf '/run/netns/%s\n' "$1"; }
+uts_path() { printf '%s/uts/%s\n' "$RIK_STATE" "$1"; }
+
+on_host() {
+    local name=$1
+    shift
+    [[ -e "$(netns_path "$name")" && -e "$(uts_path "$name")" ]] || die "host $name does not exist (run tests/cluster/up)"
+    # nsenter joins the namespaces and execs CMD: no new mount namespace, /sys untouched.
+    nsenter --net="$(netns_path "$name")" --uts="$(uts_path "$name")" -- "$@"
+}
+
+cluster_json_merge() {
+    local section=$1 value=$2
+    cluster_json_update "$(python3 -c 'import json, sys; print(json.dumps({sys.argv[1]: json.loads(sys.argv[2])}))' "$section" "$value")"
+}
+
+cluster_json_update() {
+    local object=$1
+    mkdir -p "$RIK_STATE"
+    # flock: several bring-up scripts may write their sections one after the other or concurrently.
+    python3 - "$RIK_JSON" "$object" <<'PY'
+import fcntl, json, os, sys
+path, update = sys.argv[1], json.loads(sys.argv[2])
+if not isinstance(update, dict):
+    sys.exit("cluster_json_update: expected a JSON object")
+with open(path + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        data = {}
+    data.update(update)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+PY
+}
+
+pid_of_file() {
+    local file=$1 pid
+    [[ -s $file ]] || return 1
+    read -r pid <"$file" || true
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    printf '%s\n' "$pid"
+}
+
+stop_pidfile() {
+    local file=$1 wait=${2:-5} pid i
+    if pid=$(pid_of_file "$file"); then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < wait * 10; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "pid $pid ($file) ignored SIGTERM for ${wait}s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$file"
+}
+
+tcp_ok() {
+    local name=$1 addr=$2 port=$3
+    # bash's /dev/tcp: no extra tools; an unreachable route fails at once, the timeout covers drops.
+    if [[ $name == root ]]; then
+        timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$addr" "$port" 2>/dev/null
+    else
+        on_host "$name" timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$addr" "$port" 2>/dev/null
+    fi
+}
+
+wait_tcp() {
+    local name=$1 addr=$2 port=$3 wait=${4:-10} i
+    for ((i = 0; i < wait * 20; i++)); do
+        tcp_ok "$name" "$addr" "$port" && return 0
+        sleep 0.05
+    done
+    die "$addr:$port not reachable from $name after ${wait}s"
+}
