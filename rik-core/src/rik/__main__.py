@@ -1,0 +1,19 @@
+"""``python -m rik``: the launcher a rik kernelspec runs (``rik`` itself is the management command)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _run() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] in ("manage", "plugins", "--help", "-h", "--version", "-V"):
+        from .cli import main as cli_main
+
+        return cli_main(sys.argv[1:])
+    from .launcher import main
+
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(_run())

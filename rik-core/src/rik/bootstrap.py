@@ -1,0 +1,204 @@
+"""The kernel bootstrap: a POSIX sh script rik sends over the job's standard input.
+
+Nothing of rik is installed on the remote side: this script is all there is. It
+
+1. makes a private directory (0700) and writes the kernel's connection file into it (0600) with the shell's
+   *builtin* ``printf``, so the HMAC key is never on a command line, in a job script or in a file others read;
+2. starts the kernel (after ``cd`` and the pre-command, in the user's login shell so ``module``/``conda`` work),
+   letting it bind its own endpoints: Unix sockets in the private directory (``ipc``), or loopback TCP ports
+   picked on the remote host just before it starts (``tcp``), retried on a collision;
+3. removes the connection file once the kernel has bound its sockets, and reports on one line what it got;
+4. reads control words on its standard input (``int``, ``stop``); end of input means rik is gone: after the grace
+   period the kernel is ended (the watchdog), so nothing outlives its owner;
+5. removes the private directory and reports the kernel's exit status.
+
+Every line it prints for rik starts with ``RIK-``. The whole script is one function definition followed by a
+call, so the shell has read all of it before anything runs (and cannot mistake control words for script).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["IPC_PORTS", "Bootstrap", "STARTER", "render"]
+
+#: Port numbers for ``ipc``: with the ipc transport they are only suffixes of the socket paths (``k-1``…), and
+#: the directory is private, so they can never collide.
+IPC_PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
+CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+#: Typed into an interactive job shell (any shell: sh, bash, zsh, csh) to turn the terminal's echo off and hand
+#: over to a non-interactive ``sh`` reading the bootstrap. ``RIK-START`` followed by a number is printed only by
+#: the new shell, so the echo of this very line never matches.
+STARTER = "stty -echo; exec /bin/sh -c 'echo RIK-START$$; exec /bin/sh -s 2>/dev/null'"
+
+
+def _q(value: str) -> str:
+    return shlex.quote(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bootstrap:
+    """What the script needs. ``connection`` holds the key: the rendered script is a secret."""
+
+    connection: Mapping[str, Any]
+    kernel_argv: Sequence[str]
+    mode: str = "ipc"  # ipc | tcp | direct (use connection_path as it is: the kernel runs on this machine)
+    connection_path: str | None = None
+    workdir: str | None = None  # explicit --workdir
+    fallback_workdir: str | None = None  # the local working directory, used when it exists remotely
+    precmd: str | None = None
+    grace: float = 30.0
+    job_id_env: str | None = None
+
+
+def _kernel_command(spec: Bootstrap, connection_file: str) -> str:
+    """The command line the login shell runs. ``$rik_d`` is expanded by the outer sh before it is passed."""
+    words = [connection_file if w == "{connection_file}" else w.replace("{connection_file}", connection_file) for w in spec.kernel_argv]
+    cmd = "exec " + " ".join(_q(w) for w in words)
+    if spec.precmd:
+        cmd = f"{spec.precmd}\n{cmd}"
+    return cmd
+
+
+def render(spec: Bootstrap) -> str:
+    """The script. It contains the key (in one ``printf`` line) unless ``mode`` is ``direct``."""
+    conn = spec.connection
+    key = str(conn.get("key", ""))
+    scheme = str(conn.get("signature_scheme", "hmac-sha256"))
+    kernel_name = str(conn.get("kernel_name", ""))
+    job_var = spec.job_id_env or ""
+    lines: list[str] = []
+    add = lines.append
+    add("rik_main() {")
+    add("exec 2>&1")
+    add("umask 077")
+    add('rik_base=${TMPDIR:-/tmp}')
+    # Unix socket paths are limited to ~107 bytes; a long per-job TMPDIR falls back to /tmp.
+    add('[ ${#rik_base} -gt 60 ] && rik_base=/tmp')
+    add('rik_d=$(mktemp -d "$rik_base/rik-XXXXXXXX" 2>/dev/null) || { rik_d=$rik_base/rik-$$-$(date +%s); mkdir -m 700 "$rik_d"; } || { echo "RIK-ERROR cannot create a private directory in $rik_base"; exit 1; }')
+    add('chmod 700 "$rik_d"')
+    add("trap 'rm -rf \"$rik_d\"; exit 129' HUP")
+    add("trap 'rm -rf \"$rik_d\"; exit 143' TERM")
+    job = f"${{{job_var}:-}}" if job_var else ""
+    add(f'echo "RIK-NODE $(hostname) {job} $rik_d"')
+    # Working directory: --workdir, else the local one when it exists here, else home.
+    if spec.workdir:
+        add(f"cd {_q(spec.workdir)} 2>/dev/null || {{ printf 'RIK-ERROR working directory %s does not exist on %s\\n' {_q(spec.workdir)} \"$(hostname)\"; rm -rf \"$rik_d\"; exit 1; }}")
+    elif spec.fallback_workdir:
+        add(f"cd {_q(spec.fallback_workdir)} 2>/dev/null || cd")
+    else:
+        add("cd")
+    add('echo "RIK-WORKDIR $PWD"')
+    # The connection file, with the builtin printf (no process, no argv).
+    if spec.mode == "direct":
+        add(f"rik_cf={_q(spec.connection_path or '')}")
+    else:
+        add('rik_cf="$rik_d/kernel.json"')
+    if spec.mode == "ipc":
+        ports = ",".join(f'"{name}":{IPC_PORTS[name]}' for name in CHANNELS)
+        add(
+            "printf '{\"transport\":\"ipc\",\"ip\":\"%s/k\","
+            + ports.replace("%", "%%")
+            + ",\"key\":\"%s\",\"signature_scheme\":\"%s\",\"kernel_name\":\"%s\"}\\n' "
+            + f'"$rik_d" {_q(key)} {_q(scheme)} {_q(kernel_name)} > "$rik_cf"'
+        )
+    # The kernel command, through the user's login shell (csh-family shells take -l only alone).
+    add(f"rik_cmd={_q(_kernel_command(spec, '{{RIKCF}}'))}")
+    add('rik_cmd=$(printf "%s" "$rik_cmd" | sed "s|{{RIKCF}}|$rik_cf|g")')
+    add('case ${SHELL:-/bin/sh} in *csh) rik_login="";; *) rik_login=-l;; esac')
+    # The control channel, read in the background from a copy of stdin (the script is already read).
+    # rik_end PID: TERM, then KILL if it is still there after 3 s. Short sleeps, so none outlives the script.
+    add("rik_end() {")
+    add('  kill -TERM "$1" 2>/dev/null; rik_e=0')
+    add('  while kill -0 "$1" 2>/dev/null && [ $rik_e -lt 30 ]; do sleep 0.1 2>/dev/null || sleep 1; rik_e=$((rik_e + 1)); done')
+    add('  kill -KILL "$1" 2>/dev/null')
+    add("}")
+    add("(")
+    add("  while IFS= read -r rik_w <&3; do")
+    add('    rik_p=$(cat "$rik_d/pid" 2>/dev/null)')
+    add("    case $rik_w in")
+    add('      int) [ -n "$rik_p" ] && kill -INT "$rik_p" 2>/dev/null;;')
+    add('      stop) [ -n "$rik_p" ] && rik_end "$rik_p";;')
+    add("    esac")
+    add("  done")
+    # End of input: rik is gone (or lost its connection). The watchdog waits out the grace period.
+    add(f"  rik_e=0; while [ $rik_e -lt {int(max(spec.grace, 0) * 10)} ] && [ -d \"$rik_d\" ]; do sleep 0.1 2>/dev/null || sleep 1; rik_e=$((rik_e + 1)); done")
+    add('  rik_p=$(cat "$rik_d/pid" 2>/dev/null); [ -n "$rik_p" ] && rik_end "$rik_p"')
+    add(") 3<&0 </dev/null >/dev/null 2>&1 &")
+    add("rik_reader=$!")
+    add("rik_try=0")
+    add("while :; do")
+    add("  rik_try=$((rik_try + 1))")
+    if spec.mode == "tcp":
+        # Ports picked here, just before the kernel starts, among those nobody listens on.
+        add("  rik_ports=")
+        add("  for rik_i in 1 2 3 4 5; do")
+        add("    while :; do")
+        add("      rik_n=$(od -An -N2 -tu2 /dev/urandom | tr -d ' '); rik_n=$((rik_n % 30000 + 30000))")
+        add("      rik_h=$(printf ':%04X ' \"$rik_n\")")
+        add('      case " $rik_ports " in *" $rik_n "*) continue;; esac')
+        add('      cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -q "$rik_h" || break')
+        add("    done")
+        add('    rik_ports="$rik_ports $rik_n"')
+        add("  done")
+        add("  set -- $rik_ports")
+        add(
+            "  printf '{\"transport\":\"tcp\",\"ip\":\"127.0.0.1\",\"shell_port\":%s,\"iopub_port\":%s,"
+            "\"stdin_port\":%s,\"control_port\":%s,\"hb_port\":%s,\"key\":\"%s\",\"signature_scheme\":\"%s\","
+            "\"kernel_name\":\"%s\"}\\n' "
+            + f'"$1" "$2" "$3" "$4" "$5" {_q(key)} {_q(scheme)} {_q(kernel_name)} > "$rik_cf"'
+        )
+    add('  rm -f "$rik_d/pid" "$rik_d/ready"')
+    # Ready watcher: the kernel has bound its endpoints; then the connection file goes.
+    add("  (")
+    add("    rik_t=0")
+    add("    while [ $rik_t -lt 1200 ]; do")
+    if spec.mode == "ipc":
+        add('      [ -S "$rik_d/k-1" ] && [ -S "$rik_d/k-2" ] && [ -S "$rik_d/k-3" ] && [ -S "$rik_d/k-4" ] && [ -S "$rik_d/k-5" ] && break')
+    elif spec.mode == "tcp":
+        add("      rik_ok=1")
+        add("      for rik_n in $rik_ports; do")
+        add("        rik_h=$(printf ':%04X 00000000:0000 0A' \"$rik_n\")")
+        add('        cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -q "$rik_h" || rik_ok=0')
+        add("      done")
+        add("      [ -r /proc/net/tcp ] || { [ $rik_t -ge 40 ] && break; }")
+        add("      [ $rik_ok = 1 ] && break")
+    else:
+        add('      [ -s "$rik_d/pid" ] && break')
+    add("      sleep 0.05 2>/dev/null || sleep 1")
+    add("      rik_t=$((rik_t + 1))")
+    add("    done")
+    if spec.mode != "direct":
+        add('    rm -f "$rik_cf"')
+    add('    : > "$rik_d/ready"')
+    if spec.mode == "ipc":
+        add('    echo "RIK-READY ipc $rik_d/k"')
+    elif spec.mode == "tcp":
+        add('    echo "RIK-READY tcp $rik_ports"')
+    else:
+        add('    echo "RIK-READY direct"')
+    add("  ) &")
+    add("  rik_watch=$!")
+    # The kernel runs in the foreground so that it keeps the default SIGINT disposition (asynchronous commands
+    # of a non-interactive shell ignore SIGINT, and a kernel could never be interrupted again).
+    add('  /bin/sh -c \'echo $$ > "$1/pid"; shift; exec "$@"\' rik "$rik_d" "${SHELL:-/bin/sh}" $rik_login -c "$rik_cmd" </dev/null')
+    add("  rik_rc=$?")
+    add("  kill $rik_watch 2>/dev/null")
+    # A tcp kernel that died at once, before it was ready, probably met a port taken meanwhile: try again.
+    add(f'  if [ {"1" if spec.mode == "tcp" else "0"} = 1 ] && [ ! -e "$rik_d/ready" ] && [ $rik_try -lt 3 ] && [ $rik_rc -ne 0 ]; then')
+    add('    echo "RIK-RETRY kernel exited with $rik_rc before it was ready"')
+    add("    continue")
+    add("  fi")
+    add("  break")
+    add("done")
+    add("kill $rik_reader 2>/dev/null")
+    add('rm -rf "$rik_d"')
+    add('echo "RIK-EXIT $rik_rc"')
+    add("exit $rik_rc")
+    add("}")
+    add("rik_main")
+    return "\n".join(lines) + "\n"

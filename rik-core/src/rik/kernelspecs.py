@@ -1,0 +1,139 @@
+"""Kernelspecs on disk: written atomically where Jupyter looks, found and removed by name in any case."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import KernelConfig
+from .errors import UsageError
+
+__all__ = ["InstalledKernel", "find_kernels", "install", "kernels_dir", "remove"]
+
+METADATA_KEY = "rik"
+
+
+def kernels_dir(*, system: bool = False, prefix: str | None = None) -> Path:
+    """Where a new kernelspec goes: the user's Jupyter data dir, the system path, or ``PREFIX/share/jupyter``."""
+    from jupyter_core.paths import SYSTEM_JUPYTER_PATH, jupyter_data_dir
+
+    if prefix:
+        return Path(prefix) / "share" / "jupyter" / "kernels"
+    if system:
+        return Path(SYSTEM_JUPYTER_PATH[0]) / "kernels"
+    return Path(jupyter_data_dir()) / "kernels"
+
+
+@dataclass(frozen=True)
+class InstalledKernel:
+    name: str
+    path: Path
+    spec: dict[str, Any]
+
+    @property
+    def config(self) -> KernelConfig | None:
+        meta = self.spec.get("metadata", {}).get(METADATA_KEY)
+        if isinstance(meta, dict) and isinstance(meta.get("config"), dict):
+            return KernelConfig.from_json(meta["config"])
+        return None
+
+    @property
+    def manage_argv(self) -> list[str] | None:
+        meta = self.spec.get("metadata", {}).get(METADATA_KEY, {})
+        argv = meta.get("manage_argv") if isinstance(meta, dict) else None
+        return list(argv) if isinstance(argv, list) else None
+
+
+def build_spec(config: KernelConfig, display_name: str, manage_argv: list[str] | None) -> dict[str, Any]:
+    """The kernel.json of a rik kernel: the universal argv form every front end runs."""
+    return {
+        "argv": [sys.executable, "-m", "rik", "--kernel-config", config.dumps(), "{connection_file}"],
+        "display_name": display_name,
+        "language": config.language,
+        "interrupt_mode": config.effective_interrupt_mode(),
+        "metadata": {
+            METADATA_KEY: {
+                "config": config.to_json(),
+                "manage_argv": manage_argv,
+            },
+            "debugger": False,
+        },
+    }
+
+
+def install(name: str, spec: dict[str, Any], *, destination: Path, replace: bool) -> Path:
+    """Write ``destination/name/kernel.json`` atomically: the kernel appears whole or not at all."""
+    target = destination / name
+    try:
+        destination.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not replace:
+            raise UsageError(f"a kernel named {name!r} already exists in {destination}: pass --replace to overwrite it")
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=destination))
+    except PermissionError:
+        raise UsageError(f"cannot write to {destination}: permission denied (try --user, or --prefix DIR)") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write to {destination}: {exc.strerror or exc}") from None
+    old: Path | None = None
+    try:
+        os.chmod(staging, 0o755)
+        with open(staging / "kernel.json", "w", encoding="utf-8") as fh:
+            json.dump(spec, fh, indent=1)
+            fh.write("\n")
+        if target.exists():
+            old = destination / f".{name}.old.{os.getpid()}"
+            os.rename(target, old)
+        os.rename(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None and not target.exists():
+            os.rename(old, target)
+        raise UsageError(f"cannot write kernel {name!r} to {destination}: {exc.strerror or exc}") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def find_kernels() -> dict[str, InstalledKernel]:
+    """Every kernelspec Jupyter can see, by lower-cased name (the first on Jupyter's path wins)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    found: dict[str, InstalledKernel] = {}
+    for name, path in KernelSpecManager().find_kernel_specs().items():
+        try:
+            spec = json.loads((Path(path) / "kernel.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found.setdefault(name.lower(), InstalledKernel(name.lower(), Path(path), spec))
+    return found
+
+
+def is_rik(kernel: InstalledKernel) -> bool:
+    return METADATA_KEY in kernel.spec.get("metadata", {}) or kernel.name.startswith("rik_")
+
+
+def lookup(name: str) -> InstalledKernel:
+    kernels = find_kernels()
+    kernel = kernels.get(name.strip().lower())
+    if kernel is None or not is_rik(kernel):
+        candidates = sorted(k for k, v in kernels.items() if is_rik(v))
+        hint = f" (rik kernels: {', '.join(candidates)})" if candidates else " (no rik kernels are installed)"
+        raise UsageError(f"no rik kernel named {name!r}{hint}")
+    return kernel
+
+
+def remove(kernel: InstalledKernel) -> None:
+    """Remove a kernelspec directory: renamed away first so that it vanishes at once."""
+    graveyard = kernel.path.parent / f".{kernel.path.name}.removed.{os.getpid()}"
+    try:
+        os.rename(kernel.path, graveyard)
+    except PermissionError:
+        raise UsageError(f"cannot remove {kernel.path}: permission denied (a --system kernel needs root)") from None
+    except OSError as exc:
+        raise UsageError(f"cannot remove {kernel.path}: {exc.strerror or exc}") from None
+    shutil.rmtree(graveyard, ignore_errors=True)

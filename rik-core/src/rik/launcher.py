@@ -1,0 +1,667 @@
+"""The launcher kernel.json runs: ``python -m rik --kernel-config JSON {connection_file}``.
+
+It starts the job (or SSH session) through the kernel's plugin, sends the bootstrap, forwards the five channels,
+supervises everything, relays interrupts, and on shutdown leaves nothing behind: kernel, tunnels, job, files.
+One thread, one ``select`` loop; signals only set flags (through a wake-up pipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import json
+import logging
+import os
+import re
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import bootstrap
+from .config import Endpoint, KernelConfig, parse_endpoint
+from .errors import LaunchError, RikError
+from .models import Allocation, LaunchCommand, LaunchRequest
+from .plugins import PluginHost
+from .ssh import SSHSettings, SSHTransport, explain_ssh_failure
+
+log = logging.getLogger("rik")
+
+CHANNEL_KEYS = bootstrap.CHANNELS
+_MARKER = re.compile(r"^RIK-(START|NODE|WORKDIR|READY|EXIT|ERROR|RETRY)\b ?(.*)$")
+_START = re.compile(r"RIK-START\d+")
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Logging that never shows the key
+# -------------------------------------------------------------------------------------------------------------
+
+
+class _Redact(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            text = record.getMessage()
+            for secret in self.secrets:
+                if secret and secret in text:
+                    text = text.replace(secret, "<redacted>")
+            record.msg, record.args = text, None
+        return True
+
+
+_redact = _Redact()
+
+
+def setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[rik %(asctime)s.%(msecs)03d] %(message)s", "%H:%M:%S"))
+    handler.addFilter(_redact)
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Child processes: they die with the launcher, even after kill -9
+# -------------------------------------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:  # runs in the child between fork and exec
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    os.setsid()  # no controlling terminal: ssh can never prompt on one and hang
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class Proc:
+    """A child process with its output (stdout and stderr together) on one fd, through a pipe or a pty."""
+
+    def __init__(self, argv: Sequence[str], *, tty: bool, env: dict[str, str] | None = None, name: str = "") -> None:
+        self.argv = list(argv)
+        self.name = name or os.path.basename(argv[0])
+        self.tty = tty
+        log.debug("starting %s: %s", self.name, shlex.join(self.argv))
+        if tty:
+            import pty
+
+            master, slave = pty.openpty()
+            import termios
+
+            attrs = termios.tcgetattr(slave)
+            attrs[3] &= ~termios.ECHO  # the local terminal never echoes what rik sends
+            termios.tcsetattr(slave, termios.TCSANOW, attrs)
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                env=env,
+                preexec_fn=_tty_child_setup,
+                close_fds=True,
+            )
+            os.close(slave)
+            self.fd = master
+            self.wfd = master
+        else:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_child_setup,
+                close_fds=True,
+            )
+            assert self.popen.stdout is not None and self.popen.stdin is not None
+            self.fd = self.popen.stdout.fileno()
+            self.wfd = self.popen.stdin.fileno()
+        os.set_blocking(self.fd, False)
+        self.closed = False
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def read(self) -> bytes | None:
+        """Available output, ``b""`` when none yet, ``None`` at end of output."""
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return b""
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # pty: the other side is gone
+                return None
+            raise
+        return data or None
+
+    def write(self, data: bytes) -> bool:
+        view = memoryview(data)
+        deadline = time.monotonic() + 10
+        while view:
+            try:
+                n = os.write(self.wfd, view)
+                view = view[n:]
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                select.select([], [self.wfd], [], 0.2)
+            except OSError:
+                return False
+        return True
+
+    def close_input(self) -> None:
+        if self.tty:
+            return
+        try:
+            assert self.popen.stdin is not None
+            self.popen.stdin.close()
+        except OSError:
+            pass
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """TERM, then KILL; and reap."""
+        if self.popen.poll() is None:
+            try:
+                self.popen.terminate()
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+            except ProcessLookupError:
+                pass
+        if not self.closed:
+            self.closed = True
+            for fd in {self.fd, self.wfd}:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            if not self.tty:
+                for stream in (self.popen.stdout, self.popen.stdin):
+                    try:
+                        if stream:
+                            stream.close()
+                    except OSError:
+                        pass
+
+
+def _tty_child_setup() -> None:
+    _child_setup()
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# The launcher
+# -------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Launch:
+    """Where things are, learnt along the way."""
+
+    allocation: Allocation = field(default_factory=Allocation)
+    node: str | None = None
+    job_id: str | None = None
+    remote_dir: str | None = None
+    endpoints: dict[str, str] | None = None
+    ready: bool = False
+    exit_status: int | None = None
+    error: str | None = None
+
+
+class Launcher:
+    def __init__(self, config: KernelConfig, connection_file: str, connection: dict[str, Any]) -> None:
+        self.config = config
+        self.connection_file = connection_file
+        self.connection = connection
+        self.host = PluginHost()
+        self.scheduler = self.host.scheduler(config.interface)
+        self.request: LaunchRequest = config.request()
+        self.command: LaunchCommand = self.host.build_launch_command(self.request)
+        self.local = config.interface == "local"
+        self.mode = "direct" if self.local else config.effective_transport()
+        self.submit: Endpoint | None = config.endpoint()
+        self.chain = config.chain()
+        self.ssh: SSHTransport | None = None
+        if not self.local:
+            self.ssh = SSHTransport(
+                SSHSettings(ssh_config=config.ssh_config, host_keys=config.host_keys, askpass=config.askpass)
+            )
+        self.state = Launch()
+        self.job: Proc | None = None
+        self.tunnel: Proc | None = None
+        self.tunnel_restarts = 0
+        self.tunnel_next = 0.0
+        self.output = ""  # everything the job printed before the bootstrap took over
+        self.pending = b""
+        self.tail: list[str] = []
+        self.started_at = time.monotonic()
+        self.flags: set[str] = set()
+        self.bootstrap_sent = False
+        self.starter_sent_at: float | None = None
+        self.last_output_at = time.monotonic()
+        self.stopping = False
+
+    # -- signals ---------------------------------------------------------------------------------------------
+    def install_signals(self) -> int:
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd)
+        names = {signal.SIGINT: "interrupt", signal.SIGTERM: "terminate", signal.SIGHUP: "terminate"}
+
+        def handler(signum: int, frame: object) -> None:
+            self.flags.add(names[signal.Signals(signum)])
+
+        for sig in names:
+            signal.signal(sig, handler)  # also undoes an inherited "ignore" (nohup, background scripts)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        return rfd
+
+    # -- the job ---------------------------------------------------------------------------------------------
+    def job_argv(self) -> list[str]:
+        argv = list(self.command.argv) or list(self.request.command)
+        if self.submit is None:
+            return argv
+        assert self.ssh is not None
+        return self.ssh.command(self.submit, self.chain, argv, tty=self.command.tty)
+
+    def start(self) -> None:
+        where = f" on {self.submit}" if self.submit else ""
+        via = f" via {' '.join(str(h) for h in self.chain)}" if self.chain else ""
+        what = "kernel" if not self.command.argv else f"{self.scheduler.label} job"
+        log.info("starting %s%s%s", what, where, via)
+        env = self.ssh.env() if self.ssh else dict(os.environ)
+        self.job = Proc(self.job_argv(), tty=self.command.tty, env=env, name="job")
+        if not self.command.tty:
+            self.send_bootstrap()
+
+    def bootstrap_script(self) -> str:
+        fallback = os.getcwd() if not self.config.workdir else None
+        spec = bootstrap.Bootstrap(
+            connection=self.connection,
+            kernel_argv=self.config.kernel_argv(),
+            mode=self.mode,
+            connection_path=self.connection_file if self.mode == "direct" else None,
+            workdir=self.config.workdir,
+            fallback_workdir=fallback,
+            precmd=self.config.precmd,
+            grace=self.config.grace,
+            job_id_env=self.command.job_id_env,
+        )
+        return bootstrap.render(spec)
+
+    def send_bootstrap(self) -> None:
+        assert self.job is not None
+        self.bootstrap_sent = True
+        if not self.job.write(self.bootstrap_script().encode()):
+            raise LaunchError("could not send the kernel's bootstrap: the session closed")
+
+    def control(self, word: str) -> None:
+        if self.job and self.bootstrap_sent and not self.job.closed:
+            self.job.write(f"{word}\n".encode())
+
+    # -- output ----------------------------------------------------------------------------------------------
+    def on_output(self, data: bytes) -> None:
+        self.last_output_at = time.monotonic()
+        self.pending += data
+        text = self.pending.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+        if not self.state.node or self.command.tty and not self.bootstrap_sent:
+            self.output += data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+            if not self.state.node:
+                self.update_allocation()
+        *lines, rest = text.split("\n")
+        self.pending = rest.encode()
+        for line in lines:
+            self.on_line(line)
+        if self.command.tty and self.starter_sent_at and not self.bootstrap_sent and _START.search(rest):
+            self.send_bootstrap()
+
+    def update_allocation(self) -> None:
+        alloc = self.host.parse_allocation(self.request, self.output)
+        if alloc == self.state.allocation:
+            return
+        old = self.state.allocation
+        self.state.allocation = alloc
+        if alloc.job_id and alloc.job_id != self.state.job_id:
+            self.state.job_id = alloc.job_id
+            log.info("job %s submitted", alloc.job_id)
+        if alloc.error:
+            raise LaunchError(f"the scheduler refused the job: {alloc.error}")
+        if (alloc.state, alloc.reason) != (old.state, old.reason) and alloc.state and not alloc.node:
+            log.info("job %s %s%s", alloc.job_id or "", alloc.state, f" ({alloc.reason})" if alloc.reason else "")
+        if alloc.node and not self.state.node and self.command.argv:
+            self.state.node = alloc.node
+            log.info("job %s running on %s", alloc.job_id or "", alloc.node)
+
+    def on_line(self, line: str) -> None:
+        m = _MARKER.match(line.strip())
+        if not m:
+            if line.strip():
+                self.tail = (self.tail + [line])[-20:]
+                log.debug("remote: %s", line)
+            return
+        kind, rest = m.groups()
+        if kind == "NODE":
+            parts = rest.split()
+            hostname = parts[0] if parts else None
+            if len(parts) >= 3 and not self.state.job_id:
+                self.state.job_id = parts[1]
+            self.state.remote_dir = parts[-1] if parts else None
+            if not self.state.node:
+                self.state.node = hostname
+            log.info("kernel starting on %s", hostname)
+        elif kind == "WORKDIR":
+            log.info("working directory %s", rest)
+        elif kind == "READY":
+            self.on_ready(rest.split())
+        elif kind == "ERROR":
+            self.state.error = rest
+            log.error("%s", rest)
+        elif kind == "RETRY":
+            log.info("retrying the kernel start: %s", rest)
+        elif kind == "EXIT":
+            self.state.exit_status = int(rest.split()[0]) if rest.split() and rest.split()[0].lstrip("-").isdigit() else None
+
+    def on_ready(self, words: list[str]) -> None:
+        kind = words[0] if words else "direct"
+        if kind == "ipc":
+            prefix = words[1]
+            self.state.endpoints = {k: f"{prefix}-{bootstrap.IPC_PORTS[k]}" for k in CHANNEL_KEYS}
+        elif kind == "tcp":
+            self.state.endpoints = {k: f"127.0.0.1:{p}" for k, p in zip(CHANNEL_KEYS, words[1:], strict=False)}
+        self.state.ready = True
+        if self.state.endpoints:
+            self.start_tunnel()
+        log.info("kernel ready (%.2f s)", time.monotonic() - self.started_at)
+
+    # -- tunnels ---------------------------------------------------------------------------------------------
+    def tunnel_route(self) -> tuple[Endpoint, tuple[Endpoint, ...]]:
+        """The kernel's host, and the hops before it."""
+        if not self.command.argv:  # plain SSH: the kernel runs on the host itself
+            assert self.submit is not None
+            return self.submit, self.chain
+        node = parse_endpoint(self.state.node or "", "node")
+        hops = self.chain + ((self.submit,) if self.submit else ())
+        if self.submit and node.host == self.submit.host:
+            return self.submit, self.chain
+        return node, hops
+
+    def start_tunnel(self) -> None:
+        assert self.ssh is not None and self.state.endpoints is not None
+        target, hops = self.tunnel_route()
+        forwards = [(int(self.connection[k]), self.state.endpoints[k]) for k in CHANNEL_KEYS]
+        self.tunnel = Proc(self.ssh.tunnel(target, hops, forwards), tty=False, env=self.ssh.env(), name="tunnel")
+        self.tunnel.close_input()
+        self.tunnel_output = b""
+
+    def check_tunnel(self) -> None:
+        if not self.tunnel or self.stopping:
+            return
+        while True:
+            data = self.tunnel.read()
+            if not data:
+                break
+            self.tunnel_output = (self.tunnel_output + data)[-4000:]
+        status = self.tunnel.poll()
+        if status is None:
+            return
+        now = time.monotonic()
+        if self.tunnel_next == 0.0:
+            text = self.tunnel_output.decode("utf-8", "replace").strip()
+            why = explain_ssh_failure(text) or (text.splitlines()[-1] if text else f"exit status {status}")
+            delay = min(2 ** min(self.tunnel_restarts, 4) * 0.5, 10.0)
+            log.warning("the tunnel to the kernel closed (%s); reconnecting in %.1f s", why, delay)
+            self.tunnel_next = now + delay
+            return
+        if now >= self.tunnel_next:
+            self.tunnel.stop()
+            self.tunnel_restarts += 1
+            self.tunnel_next = 0.0
+            self.start_tunnel()
+            log.info("tunnel re-established (attempt %d)", self.tunnel_restarts)
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        wake = self.install_signals()
+        try:
+            self.start()
+            return self.loop(wake)
+        except RikError as exc:
+            log.error("%s", exc)
+            return 1
+        finally:
+            self.teardown()
+
+    def loop(self, wake: int) -> int:
+        assert self.job is not None
+        queue_deadline = (
+            self.started_at + self.config.queue_timeout if self.config.queue_timeout and self.command.argv else None
+        )
+        stop_deadline: float | None = None
+        while True:
+            fds = [wake] + ([self.job.fd] if not self.job.closed else [])
+            if self.tunnel and not self.tunnel.closed:
+                fds.append(self.tunnel.fd)
+            readable, _, _ = select.select(fds, [], [], 0.25)
+            if wake in readable:
+                try:
+                    os.read(wake, 512)
+                except BlockingIOError:
+                    pass
+            if "terminate" in self.flags and stop_deadline is None:
+                log.info("shutting down")
+                self.stopping = True
+                if not self.state.ready:
+                    return 143
+                self.control("stop")
+                stop_deadline = time.monotonic() + 4.0
+            if "interrupt" in self.flags:
+                self.flags.discard("interrupt")
+                if self.state.ready:
+                    log.info("interrupting the kernel")
+                    self.control("int")
+            if self.job.fd in readable:
+                data = self.job.read()
+                if data is None:
+                    return self.finished()
+                if data:
+                    self.on_output(data)
+            if self.state.exit_status is not None and self.state.ready:
+                return self.finished()
+            now = time.monotonic()
+            if stop_deadline is not None and now > stop_deadline:
+                log.warning("the kernel did not stop in time; ending its session")
+                return 143
+            if self.command.tty and self.state.node and self.starter_sent_at is None:
+                self.maybe_type_starter(now)
+            if queue_deadline is not None and not self.state.ready and now > queue_deadline:
+                raise LaunchError(
+                    f"the job did not start within --queue-timeout={self.config.queue_timeout:g} s; cancelled it"
+                )
+            self.check_tunnel()
+
+    def maybe_type_starter(self, now: float) -> None:
+        """An interactive job shell: type the starter once its prompt is there (typing earlier can kill the
+        session on some schedulers)."""
+        assert self.job is not None
+        after = self.output
+        if self.command.ready_pattern:
+            if not re.search(self.command.ready_pattern, after, re.M):
+                return
+        elif now - self.last_output_at < 1.0:
+            return
+        self.starter_sent_at = now
+        self.job.write((bootstrap.STARTER + "\n").encode())
+
+    def finished(self) -> int:
+        status = self.state.exit_status
+        if self.state.error:
+            raise LaunchError(self.state.error)
+        if not self.state.ready:
+            text = "\n".join(self.tail + [self.output.strip().splitlines()[-1] if self.output.strip() else ""])
+            why = explain_ssh_failure(self.output + "\n" + text)
+            if why:
+                raise LaunchError(why)
+            last = next((line for line in reversed(self.tail) if line.strip()), None)
+            raise LaunchError(f"the kernel did not start{': ' + last.strip() if last else ''}")
+        if status not in (0, None) and not self.stopping:
+            last = "; ".join(t.strip() for t in self.tail[-3:])
+            log.error("the kernel exited with status %s%s", status, f": {last}" if last else "")
+        else:
+            log.info("kernel exited")
+        return 0 if self.stopping else (status or 0)
+
+    # -- teardown --------------------------------------------------------------------------------------------
+    def teardown(self) -> None:
+        self.stopping = True
+        if self.tunnel:
+            self.tunnel.stop(1.0)
+        if self.job:
+            if self.job.poll() is None and self.bootstrap_sent and self.state.exit_status is None:
+                self.control("stop")
+                self.wait_for_exit(3.5)
+            self.job.close_input()
+            deadline = time.monotonic() + 1.0
+            while self.job.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.job.stop(1.0)
+        self.cancel_job()
+
+    def wait_for_exit(self, timeout: float) -> None:
+        assert self.job is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.state.exit_status is None:
+            readable, _, _ = select.select([self.job.fd], [], [], 0.1)
+            if readable:
+                data = self.job.read()
+                if data is None:
+                    return
+                if data:
+                    self.on_output(data)
+
+    def cancel_job(self) -> None:
+        job_id = self.state.job_id or self.state.allocation.job_id
+        if not job_id or not self.command.argv:
+            return
+        alloc = Allocation(
+            job_id=job_id,
+            node=self.state.node,
+            state=self.state.allocation.state,
+        )
+        try:
+            argv = self.host.build_cancel_command(self.request, alloc)
+        except RikError as exc:
+            log.error("%s", exc)
+            return
+        if not argv:
+            return
+        if self.submit is not None:
+            assert self.ssh is not None
+            full = self.ssh.command(self.submit, self.chain, argv)
+        else:
+            full = list(argv)
+        log.info("cancelling job %s: %s", job_id, shlex.join(argv))
+        try:
+            result = subprocess.run(
+                full,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                env=self.ssh.env() if self.ssh else None,
+                preexec_fn=_child_setup,
+            )
+            out = (result.stdout + result.stderr).strip()
+            if out:
+                log.debug("cancel: %s", out)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.error("could not cancel job %s: %s", job_id, exc)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Command line
+# -------------------------------------------------------------------------------------------------------------
+
+_VSCODE_FLAGS = {
+    "ip": "ip",
+    "shell": "shell_port",
+    "iopub": "iopub_port",
+    "stdin": "stdin_port",
+    "control": "control_port",
+    "hb": "hb_port",
+    "transport": "transport",
+    "Session.key": "key",
+    "Session.signature_scheme": "signature_scheme",
+    "f": "connection_file",
+}
+
+
+def parse_args(argv: Sequence[str]) -> tuple[KernelConfig, str, dict[str, Any]]:
+    parser = argparse.ArgumentParser(prog="python -m rik", add_help=True)
+    parser.add_argument("--kernel-config", required=True)
+    parser.add_argument("connection_file", nargs="?")
+    known, extra = parser.parse_known_args(list(argv))
+    config = KernelConfig.loads(known.kernel_config)
+    overrides: dict[str, Any] = {}
+    for word in extra:
+        m = re.match(r"--([\w.]+)=(.*)$", word)
+        if m and m.group(1) in _VSCODE_FLAGS:
+            value: Any = m.group(2)
+            name = _VSCODE_FLAGS[m.group(1)]
+            if name.endswith("_port"):
+                value = int(value)
+            if name == "key" and value.startswith(("b'", 'b"')):
+                value = value[2:-1]
+            overrides[name] = value
+    path = known.connection_file or overrides.pop("connection_file", None)
+    if not path:
+        raise RikError("no connection file given")
+    try:
+        connection = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise RikError(f"cannot read the connection file {path}: {exc}") from None
+    overrides.pop("connection_file", None)
+    connection.update(overrides)
+    return config, path, connection
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    setup_logging(verbose="--verbose" in args or bool(os.environ.get("RIK_DEBUG")))
+    try:
+        config, path, connection = parse_args(args)
+    except RikError as exc:
+        log.error("%s", exc)
+        return 2
+    setup_logging(verbose=config.verbose or bool(os.environ.get("RIK_DEBUG")))
+    key = connection.get("key")
+    if isinstance(key, str) and key:
+        _redact.secrets.append(key)
+    try:
+        launcher = Launcher(config, path, connection)
+    except RikError as exc:
+        log.error("%s", exc)
+        return 2
+    return launcher.run()
