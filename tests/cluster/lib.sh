@@ -20,6 +20,7 @@
 #                            cluster_json_merge slurm '{"conf": "/etc/slurm/slurm.conf"}'
 #   cluster_json_update OBJECT
 #                          same for every top-level key of the JSON object OBJECT, in one go
+#   pid_alive PID          exit 0 if PID is running (not a zombie)
 #   pid_of_file FILE       print the pid in FILE if that process is alive (exit 1 otherwise)
 #   stop_pidfile FILE [SECONDS]
 #                          SIGTERM the pid in FILE, SIGKILL after SECONDS (default 5), remove FILE
@@ -81,11 +82,20 @@ with open(path + ".lock", "w") as lock:
 PY
 }
 
+# A zombie counts as dead: daemons are reparented to pid 1, which may reap them late.
+pid_alive() {
+    local pid=$1 stat
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
 pid_of_file() {
     local file=$1 pid
     [[ -s $file ]] || return 1
     read -r pid <"$file" || true
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    pid_alive "$pid" || return 1
     printf '%s\n' "$pid"
 }
 
@@ -93,11 +103,11 @@ stop_pidfile() {
     local file=$1 wait=${2:-5} pid i
     if pid=$(pid_of_file "$file"); then
         kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < wait * 10; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
+        for ((i = 0; i < wait * 20; i++)); do
+            pid_alive "$pid" || break
+            sleep 0.05
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if pid_alive "$pid"; then
             log "pid $pid ($file) ignored SIGTERM for ${wait}s: SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
