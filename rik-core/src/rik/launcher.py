@@ -262,6 +262,7 @@ class Launcher:
         self.starter_sent_at: float | None = None
         self.last_output_at = time.monotonic()
         self.stopping = False
+        self.allocated = not self.command.argv  # no job: the shell is there at once
 
     # -- signals ---------------------------------------------------------------------------------------------
     def install_signals(self) -> int:
@@ -327,9 +328,9 @@ class Launcher:
         self.last_output_at = time.monotonic()
         self.pending += data
         text = self.pending.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
-        if not self.state.node or self.command.tty and not self.bootstrap_sent:
+        if not self.allocated or self.command.tty and not self.bootstrap_sent:
             self.output += data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
-            if not self.state.node:
+            if not self.allocated:
                 self.update_allocation()
         *lines, rest = text.split("\n")
         self.pending = rest.encode()
@@ -353,7 +354,11 @@ class Launcher:
             log.info("job %s %s%s", alloc.job_id or "", alloc.state, f" ({alloc.reason})" if alloc.reason else "")
         if alloc.node and not self.state.node and self.command.argv:
             self.state.node = alloc.node
+            self.allocated = True
             log.info("job %s running on %s", alloc.job_id or "", alloc.node)
+        elif self.command.node_from_shell and alloc.state == "running" and not self.allocated:
+            self.allocated = True
+            log.info("job %s running", alloc.job_id or "")
 
     def on_line(self, line: str) -> None:
         m = _MARKER.match(line.strip())
@@ -494,7 +499,7 @@ class Launcher:
             if stop_deadline is not None and now > stop_deadline:
                 log.warning("the kernel did not stop in time; ending its session")
                 return 143
-            if self.command.tty and self.state.node and self.starter_sent_at is None:
+            if self.command.tty and self.allocated and self.starter_sent_at is None:
                 self.maybe_type_starter(now)
             if queue_deadline is not None and not self.state.ready and now > queue_deadline:
                 raise LaunchError(

@@ -1,0 +1,88 @@
+"""The ``pbs`` interface: ``qsub -I`` (Torque, OpenPBS, PBS Pro print the same lines).
+
+``qsub -I`` gives an interactive shell under a terminal and never prints the node's name: rik waits for
+``qsub: job ID ready`` and the shell's prompt, and learns the node from inside the job.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, hookimpl
+from rik.helpers import hms, memory_amount, program, sibling_program, walltime_seconds
+
+INTERFACE = "pbs"
+
+_WAITING = re.compile(r"^qsub: waiting for job (\S+) to start", re.M)
+_READY = re.compile(r"^qsub: job (\S+) ready", re.M)
+_ERROR = re.compile(
+    r"^(qsub: job \S+ apparently deleted"
+    r"|Job \S+ is being deleted"
+    r"|qsub: (?!waiting for job|job \S+ ready|job \S+ completed).+"
+    r"|.*qsub: (?:command )?not found"
+    r"|.*qsub: No such file or directory)$",
+    re.M,
+)
+_PROMPT = r"qsub: job \S+ ready[^\n]*\n[\s\S]*[$#%>]\s*\Z"
+
+
+@hookimpl
+def rik_declare_schedulers() -> list[SchedulerInfo]:
+    return [
+        SchedulerInfo(
+            name=INTERFACE,
+            help="a kernel in a PBS interactive job (qsub -I; Torque, OpenPBS, PBS Pro)",
+            options=frozenset({"cpus", "memory", "walltime", "gpus", "queue", "account"}),
+            launch_program="qsub",
+            display="PBS",
+        )
+    ]
+
+
+@hookimpl
+def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
+    if request.interface != INTERFACE:
+        return None
+    r = request.resources
+    argv = [program(request.launch_cmd, "qsub"), "-I", "-N", request.job_name[:15]]
+    if r.cpus:
+        argv += ["-l", f"ncpus={r.cpus}"]
+    if r.memory:
+        amount, unit = memory_amount(r.memory)
+        argv += ["-l", f"mem={amount:g}{unit.lower()}b"]
+    if r.walltime:
+        argv += ["-l", f"walltime={hms(walltime_seconds(r.walltime))}"]
+    if r.gpus:
+        argv += ["-l", f"ngpus={r.gpus}"]
+    if r.queue:
+        argv += ["-q", r.queue]
+    if r.account:
+        argv += ["-A", r.account]
+    argv += list(request.extra_args)
+    return LaunchCommand(
+        argv=tuple(argv), tty=True, ready_pattern=_PROMPT, node_from_shell=True, job_id_env="PBS_JOBID"
+    )
+
+
+@hookimpl
+def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | None:
+    if request.interface != INTERFACE:
+        return None
+    job_id = state = error = None
+    for m in _WAITING.finditer(output):
+        job_id, state = m.group(1), "queued"
+    for m in _READY.finditer(output):
+        job_id, state = m.group(1), "running"
+    m = _ERROR.search(output)
+    if m and state != "running":
+        error = m.group(1).strip()
+    return Allocation(job_id=job_id, state=state, error=error)
+
+
+@hookimpl
+def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
+    if request.interface != INTERFACE:
+        return None
+    if not allocation.job_id:
+        return ()
+    return (sibling_program(request.launch_cmd, "qdel"), allocation.job_id)
