@@ -79,8 +79,9 @@ SlurmdParameters=config_overrides
 SrunPortRange=$SRUN_PORTS
 # A node that was down comes back by itself when its slurmd registers.
 ReturnToService=2
-# scancel: SIGTERM, then SIGKILL 2 s later, so cancelled jobs end within a few seconds.
-KillWait=2
+# scancel: SIGTERM, then SIGKILL 5 s later.  With KillWait=2 srun gave up waiting (KillWait+2 s) before
+# the killed task's exit reached it and exited 0; with 5 it reports "task 0: Killed" and exits 137.
+KillWait=5
 MessageTimeout=10
 # Never cancel a job because its srun went quiet (interactive kernels idle for a long time).
 InactiveLimit=0
