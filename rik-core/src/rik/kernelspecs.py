@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -52,8 +53,11 @@ class InstalledKernel:
 
 def build_spec(config: KernelConfig, display_name: str, manage_argv: list[str] | None) -> dict[str, Any]:
     """The kernel.json of a rik kernel: the universal argv form every front end runs."""
+    # Front ends substitute {name} in every argv word: the kernel command's own {connection_file} must survive
+    # to the remote side, so braces inside the JSON are written as JSON escapes.
+    encoded = re.sub(r"\{(\w+)\}", r"\\u007b\1\\u007d", config.dumps())
     return {
-        "argv": [sys.executable, "-m", "rik", "--kernel-config", config.dumps(), "{connection_file}"],
+        "argv": [sys.executable, "-m", "rik", "--kernel-config", encoded, "{connection_file}"],
         "display_name": display_name,
         "language": config.language,
         "interrupt_mode": config.effective_interrupt_mode(),
