@@ -20,6 +20,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 require_root "$@"
 
@@ -292,7 +293,8 @@ EOF
 }
 
 start_sshd() {
-    local name=$1 conf="$SSHD_DIR/$name.conf" a
+    local name=$1 a
+    local conf="$SSHD_DIR/$name.conf"
     rm -f "$SSHD_DIR/$name.pid"
     # It daemonizes (stdio to /dev/null), so it outlives this script and holds no pipe of the caller.
     on_host "$name" /usr/sbin/sshd -f "$conf" -E "$SSHD_DIR/$name.log"
@@ -314,6 +316,12 @@ ensure_sshd() {
         if pid=$(sshd_pid "$name"); then
             if [[ $changed == 1 ]]; then reload_sshd "$name"; fi
         else
+            # Our sshd, but stranded in a namespace that was deleted and made anew: replace it.
+            if pid=$(pid_of_file "$SSHD_DIR/$name.pid") &&
+                tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "-f $conf "; then
+                log "sshd $pid of $name runs outside the namespace of $name: stopping it"
+                stop_pidfile "$SSHD_DIR/$name.pid" 5
+            fi
             start_sshd "$name"
         fi
     done
@@ -386,31 +394,49 @@ expect_output() {
     rm -f "$err"
 }
 
+# shellcheck disable=SC2016  # the $(...) in single quotes are for the remote shell
 check_logins() {
     local S=$RIK_STATE
-    expect_output rik-gw "key login to rik-gw" ssh -F "$S/ssh_config" rik-gw hostname
-    expect_output rik-c1 "key login through the chain" ssh -F "$S/ssh_config" -J rik-gw,rik-front rik-c1 hostname
-    expect_output rikpp@rik-front "passphrase key (askpass)" env SSH_ASKPASS="$S/askpass/rikpp" SSH_ASKPASS_REQUIRE=force \
+    # The logins are independent; run them concurrently (each costs a few ssh handshakes).
+    local dir
+    dir=$(mktemp -d)
+    local -a pids=()
+    bg_expect() {
+        (expect_output "$@") >"$dir/${#pids[@]}" 2>&1 &
+        pids+=($!)
+    }
+    bg_expect rik-gw "key login to rik-gw" ssh -F "$S/ssh_config" rik-gw hostname
+    bg_expect rik-c1 "key login through the chain" ssh -F "$S/ssh_config" -J rik-gw,rik-front rik-c1 hostname
+    bg_expect rikpp@rik-front "passphrase key (askpass)" env SSH_ASKPASS="$S/askpass/rikpp" SSH_ASKPASS_REQUIRE=force \
         ssh -F "$S/ssh_config.rikpp" -J rik-gw rik-front 'echo $(whoami)@$(hostname)'
-    expect_output rikpw@rik-gw "password login (askpass)" env SSH_ASKPASS="$S/askpass/rikpw" SSH_ASKPASS_REQUIRE=force \
+    bg_expect rikpw@rik-gw "password login (askpass)" env SSH_ASKPASS="$S/askpass/rikpw" SSH_ASKPASS_REQUIRE=force \
         ssh -F "$S/ssh_config.rikpw" rik-gw 'echo $(whoami)@$(hostname)'
     # Inside the cluster: known hosts checked against /etc/ssh/ssh_known_hosts, the user's own key.
     local -a front=(nsenter --net="$(netns_path rik-front)" --uts="$(uts_path rik-front)" --)
-    expect_output "rik-c1 rik-c2" "rik ssh from rik-front to c1, c1 to c2" \
+    bg_expect "rik-c1 rik-c2" "rik ssh from rik-front to c1, c1 to c2" \
         "${front[@]}" runuser -u rik -- ssh -o BatchMode=yes -o StrictHostKeyChecking=yes rik-c1 \
         'echo $(hostname) $(ssh -o BatchMode=yes -o StrictHostKeyChecking=yes rik-c2 hostname)'
-    expect_output rik-c2 "rik2 ssh from rik-front to c2" \
+    bg_expect rik-c2 "rik2 ssh from rik-front to c2" \
         "${front[@]}" runuser -u rik2 -- ssh -o BatchMode=yes -o StrictHostKeyChecking=yes rik-c2 hostname
     # The remote kernel: Debian's python3 with ipykernel, nothing of rik.
-    expect_output ok "ipykernel on rik-c1 for rik" ssh -F "$S/ssh_config" -J rik-gw,rik-front rik-c1 \
+    bg_expect ok "ipykernel on rik-c1 for rik" ssh -F "$S/ssh_config" -J rik-gw,rik-front rik-c1 \
         "/usr/bin/python3 -c 'import ipykernel; print(\"ok\")'"
+    local i failed=0
+    for i in "${!pids[@]}"; do
+        if ! wait "${pids[$i]}"; then
+            cat "$dir/$i" >&2
+            failed=1
+        fi
+    done
+    rm -rf "$dir"
+    [[ $failed == 0 ]] || die "login checks failed (above)"
 }
 
 # ------------------------------------------------------------------ state file
 write_state() {
     local json
     json=$(
-        STATE=$RIK_STATE SSHD_DIR=$SSHD_DIR KEY_DIR=$KEY_DIR KNOWN_HOSTS=$KNOWN_HOSTS python3 - <<'PY'
+        STATE=$RIK_STATE SSHD_DIR=$SSHD_DIR KEY_DIR=$KEY_DIR KNOWN_HOSTS=$KNOWN_HOSTS "$RIK_PY" - <<'PY'
 import json, os, pwd
 e = os.environ
 state, sshd, keys = e["STATE"], e["SSHD_DIR"], e["KEY_DIR"]
@@ -473,7 +499,7 @@ PY
 # ------------------------------------------------------------------ down
 # PIDs of processes inside host NAME's network namespace (the pid namespace is shared).
 pids_in_netns() {
-    python3 - "$(netns_path "$1")" <<'PY'
+    "$RIK_PY" - "$(netns_path "$1")" <<'PY'
 import os, sys
 want = os.stat(sys.argv[1]).st_ino
 for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -544,7 +570,7 @@ up)
     ensure_sshd
     check_reachability
     check_logins
-    log "hosts up and verified in $(((($(date +%s%N) - t0) / 1000000)))ms: ${RIK_HOSTS[*]}"
+    log "hosts up and verified in $((($(date +%s%N) - t0) / 1000000))ms: ${RIK_HOSTS[*]}"
     ;;
 down) hosts_down ;;
 reload)

@@ -6,6 +6,7 @@
 # What it gives you
 #   $RIK_STATE             state directory (env RIK_CLUSTER_DIR, default /run/rik-testcluster)
 #   $RIK_JSON              $RIK_STATE/cluster.json
+#   $RIK_PY                /usr/bin/python3 (the remote kernels' interpreter; also runs the helpers)
 #   RIK_HOSTS              array: rik-gw rik-front rik-c1 rik-c2
 #   netns_path NAME        /run/netns/NAME          (network namespace, made by `ip netns add`)
 #   uts_path NAME          $RIK_STATE/uts/NAME      (persistent UTS namespace: hostname = NAME)
@@ -31,7 +32,10 @@
 
 RIK_STATE="${RIK_CLUSTER_DIR:-/run/rik-testcluster}"
 RIK_JSON="$RIK_STATE/cluster.json"
+# shellcheck disable=SC2034  # used by the scripts that source this file
 RIK_HOSTS=(rik-gw rik-front rik-c1 rik-c2)
+# Debian's interpreter, not whatever `python3` is first on PATH (a pyenv shim costs ~0.25 s a call).
+RIK_PY=/usr/bin/python3
 export RIK_CLUSTER_DIR="$RIK_STATE"
 
 log() { printf '[rik-cluster] %s\n' "$*" >&2; }
@@ -54,14 +58,14 @@ on_host() {
 
 cluster_json_merge() {
     local section=$1 value=$2
-    cluster_json_update "$(python3 -c 'import json, sys; print(json.dumps({sys.argv[1]: json.loads(sys.argv[2])}))' "$section" "$value")"
+    cluster_json_update "$("$RIK_PY" -c 'import json, sys; print(json.dumps({sys.argv[1]: json.loads(sys.argv[2])}))' "$section" "$value")"
 }
 
 cluster_json_update() {
     local object=$1
     mkdir -p "$RIK_STATE"
     # flock: several bring-up scripts may write their sections one after the other or concurrently.
-    python3 - "$RIK_JSON" "$object" <<'PY'
+    "$RIK_PY" - "$RIK_JSON" "$object" <<'PY'
 import fcntl, json, os, sys
 path, update = sys.argv[1], json.loads(sys.argv[2])
 if not isinstance(update, dict):
@@ -115,6 +119,7 @@ stop_pidfile() {
     rm -f "$file"
 }
 
+# shellcheck disable=SC2016  # $0/$1 belong to the inner bash
 tcp_ok() {
     local name=$1 addr=$2 port=$3
     # bash's /dev/tcp: no extra tools; an unreachable route fails at once, the timeout covers drops.

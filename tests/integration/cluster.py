@@ -1,13 +1,14 @@
-"""Access to rik's real test cluster (brought up by ``sudo tests/cluster/up``) from tests.
+"""Access to rik's real test cluster (``sudo tests/cluster/up``) from tests.
 
-The cluster is four Linux network namespaces (``rik-gw``, ``rik-front``, ``rik-c1``, ``rik-c2``),
-each with its own hostname and a real OpenSSH sshd; ``tests/cluster/README.md`` has the layout.
-Everything here reads ``cluster.json`` in the state directory (env ``RIK_CLUSTER_DIR``, default
-``/run/rik-testcluster``), so nothing about the layout is repeated in Python.
+The cluster is four Linux network namespaces (``rik-gw``, ``rik-front``, ``rik-c1``,
+``rik-c2``), each with its own hostname and a real OpenSSH sshd;
+``tests/cluster/README.md`` has the layout. Everything here reads ``cluster.json`` in
+the state directory (env ``RIK_CLUSTER_DIR``, default ``/run/rik-testcluster``), so
+nothing about the layout is repeated in Python.
 
-Typical use (root is needed: the helpers enter namespaces and read other users' ``/proc`` entries)::
+Typical use (needs root: the helpers enter namespaces and read other users' ``/proc``)::
 
-    def test_kernel_on_c1(cluster):          # fixture from conftest.py, calls require_cluster()
+    def test_kernel_on_c1(cluster):   # fixture from conftest.py (require_cluster())
         cluster.run("rik-c1", ["hostname"]).stdout          # "rik-c1\\n"
         cluster.run("rik-c1", ["id", "-un"], user="rik")    # as the test user
         cluster.processes("rik-c1")                         # what runs on that host
@@ -62,14 +63,17 @@ class Host:
     uts: Path  # persistent UTS namespace file (hostname = NAME)
     sshd_pid_file: Path
     sshd_config: Path
-    extra_conf: Path  # drop-in read first by sshd; edit, then `tests/cluster/hosts.sh reload NAME`
+    # Drop-in read first by sshd: edit it, then `tests/cluster/hosts.sh reload NAME`.
+    extra_conf: Path
     sshd_log: Path
 
 
 @dataclass(frozen=True, kw_only=True)
 class User:
     name: str
-    key: Path | None  # client private key (root-readable), None for the password-only user
+    key: (
+        Path | None
+    )  # client private key (root-readable), None for the password-only user
     passphrase: str | None
     password: str | None
     ssh_config: Path  # use with `ssh -F`; -J hops read it too
@@ -91,7 +95,9 @@ class Cluster:
     chain: tuple[str, ...]  # the jump hosts, in order: ("rik-gw", "rik-front")
     compute: tuple[str, ...]  # ("rik-c1", "rik-c2")
     python: str  # the remote interpreter, /usr/bin/python3
-    raw: Mapping[str, Any] = field(repr=False)  # all of cluster.json, incl. slurm/sge/pbs/lsf sections
+    raw: Mapping[str, Any] = field(
+        repr=False
+    )  # all of cluster.json, incl. slurm/sge/pbs/lsf sections
 
     # ------------------------------------------------------------------ lookups
     def ssh_config(self, user: str = "rik") -> Path:
@@ -99,21 +105,26 @@ class Cluster:
         return self.users[user].ssh_config
 
     def section(self, name: str) -> Mapping[str, Any] | None:
-        """A free-form section added by another bring-up script (``slurm``, ``sge``, ``pbs``, ``lsf``)."""
+        """A section added by another bring-up script (``slurm``, ``sge``, ...)."""
         return self.raw.get(name)
 
     def _host(self, host: str) -> Host:
         try:
             return self.hosts[host]
         except KeyError:
-            raise KeyError(f"unknown test host {host!r}; hosts: {', '.join(self.hosts)}") from None
+            raise KeyError(
+                f"unknown test host {host!r}; hosts: {', '.join(self.hosts)}"
+            ) from None
 
     # ------------------------------------------------------------------ running things
-    def host_argv(self, host: str, argv: Sequence[str], *, user: str | None = None) -> list[str]:
-        """The argv that runs ``argv`` on ``host`` (its network and UTS namespaces), optionally as ``user``.
+    def host_argv(
+        self, host: str, argv: Sequence[str], *, user: str | None = None
+    ) -> list[str]:
+        """The argv running ``argv`` in ``host``'s network and UTS namespaces.
 
-        ``nsenter`` (not ``ip netns exec``) so ``/sys`` is not remounted.  No login shell: the
-        environment is the caller's, with HOME/SHELL/USER/LOGNAME set by ``runuser`` for ``user``.
+        ``nsenter`` (not ``ip netns exec``) so ``/sys`` is not remounted. As ``user``
+        through ``runuser`` when given. No login shell: the environment is the caller's,
+        with HOME/SHELL/USER/LOGNAME set by ``runuser``.
         """
         h = self._host(host)
         cmd = ["nsenter", f"--net={h.netns}", f"--uts={h.uts}", "--"]
@@ -135,7 +146,7 @@ class Cluster:
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` on ``host`` and capture its output as text.
 
-        Runs in ``user``'s home directory when ``user`` is given (else ``/``) unless ``cwd`` says otherwise.
+        The working directory is ``cwd``, else ``user``'s home, else ``/``.
         """
         if cwd is None:
             cwd = pwd.getpwnam(user).pw_dir if user is not None else "/"
@@ -152,11 +163,14 @@ class Cluster:
 
     # ------------------------------------------------------------------ what runs where
     def processes(self, host: str) -> list[Process]:
-        """Processes whose network namespace is ``host``'s (the pid namespace is shared by all hosts)."""
+        """Processes in ``host``'s network namespace (the pid namespace is shared)."""
         return _processes_in_netns(_ns_id(self._host(host).netns))
 
     def root_processes(self) -> list[Process]:
-        """Processes in the root network namespace (where tests and rik's launchers run); no kernel threads."""
+        """Processes in the root network namespace (tests, rik's launchers).
+
+        Kernel threads are left out.
+        """
         return _processes_in_netns(_root_netns())
 
     def sshd_pid(self, host: str) -> int | None:
@@ -175,7 +189,10 @@ class Cluster:
 
 # ---------------------------------------------------------------------- loading
 def load_cluster(path: str | os.PathLike[str] | None = None) -> Cluster:
-    """Read ``cluster.json`` (default: in :func:`state_dir`); raises :class:`ClusterNotUp` if missing."""
+    """Read ``cluster.json`` (default: in :func:`state_dir`).
+
+    Raises :class:`ClusterNotUp` when it is missing or incomplete.
+    """
     json_path = Path(path) if path is not None else state_dir() / "cluster.json"
     try:
         data = json.loads(json_path.read_text())
@@ -220,14 +237,21 @@ def load_cluster(path: str | os.PathLike[str] | None = None) -> Cluster:
             raw=data,
         )
     except (KeyError, TypeError) as e:
-        raise ClusterNotUp(f"{json_path} is incomplete ({e!r}); re-run the bring-up") from None
+        raise ClusterNotUp(
+            f"{json_path} is incomplete ({e!r}); re-run the bring-up"
+        ) from None
 
 
 def require_cluster() -> Cluster:
-    """The cluster if it is up; otherwise fail under CI (``CI=true``) and skip elsewhere, with one loud line."""
+    """The cluster if it is up.
+
+    Otherwise one loud line: ``pytest.fail`` when ``CI=true``, else ``pytest.skip``.
+    """
     try:
         if os.geteuid() != 0:
-            raise ClusterNotUp("these tests need root (namespaces, /proc of other users)")
+            raise ClusterNotUp(
+                "these tests need root (namespaces, /proc of other users)"
+            )
         cluster = load_cluster()
         down = [name for name in cluster.hosts if cluster.sshd_pid(name) is None]
         if down:
@@ -246,14 +270,15 @@ def _opt_path(value: str | None) -> Path | None:
 
 
 def _ns_id(path: Path) -> tuple[int, int]:
-    # A bind-mounted namespace file and /proc/PID/ns/net stat to the same nsfs (device, inode).
+    # A bind-mounted namespace file and /proc/PID/ns/net stat to the same nsfs
+    # (device, inode).
     st = os.stat(path)
     return st.st_dev, st.st_ino
 
 
 def _root_netns() -> tuple[int, int]:
-    # kthreadd (pid 2) always lives in the initial namespace; pid 1 may refuse to be inspected
-    # (here it holds capabilities the test runner lacks).  Fall back to our own namespace.
+    # kthreadd (pid 2) always lives in the initial namespace; pid 1 may refuse to be
+    # inspected (it can hold capabilities the test runner lacks). Else: our own.
     for path in ("/proc/2/ns/net", "/proc/self/ns/net"):
         try:
             return _ns_id(Path(path))
@@ -271,8 +296,8 @@ def _state(pid: int) -> str | None:
 
 
 def _real_uid(pid: int) -> int:
-    # /proc/PID's owner is the effective uid, and root for non-dumpable processes (sshd's session
-    # children): the real uid from status is what `ps -o user` shows.
+    # /proc/PID's owner is the effective uid, and root for non-dumpable processes
+    # (sshd's session children): the real uid in status is what `ps -o user` shows.
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
             return int(line.split()[1])

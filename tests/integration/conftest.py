@@ -1,4 +1,4 @@
-"""Fixtures for rik's integration tests against the real test cluster (tests/cluster/up)."""
+"""Fixtures for rik's integration tests on the real test cluster (tests/cluster/up)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ if _HERE not in sys.path:
 from cluster import Cluster, require_cluster  # noqa: E402
 
 
-# ---------------------------------------------------------------------- the test cluster
+# ------------------------------------------------------------------ the test cluster
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
-    """The running test cluster; skips (fails under CI=true) with one line when it is not up."""
+    """The running test cluster; skips (fails under CI=true) when it is not up."""
     return require_cluster()
