@@ -23,6 +23,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 require_root "$@"
+require_cluster_owner
 
 # ------------------------------------------------------------------ layout (others code against it)
 declare -A ADDR=([rik-gw]=10.200.1.2 [rik-front]=10.200.2.2 [rik-c1]=10.200.3.11 [rik-c2]=10.200.3.12)
@@ -545,6 +546,7 @@ hosts_down() {
     set_block /etc/hosts ""
     set_block /etc/ssh/ssh_known_hosts ""
     rm -rf "$SSHD_DIR" "$KEY_DIR" "$RIK_STATE/askpass" "$RIK_STATE/uts" "$KNOWN_HOSTS" "$RIK_STATE"/ssh_config*
+    rm -f "$RIK_OWNER_FILE"
     log "hosts down"
 }
 
@@ -558,6 +560,7 @@ up)
     t0=$(date +%s%N)
     mkdir -p "$RIK_STATE"
     chmod 0755 "$RIK_STATE"
+    printf '%s\n' "$RIK_STATE" >"$RIK_OWNER_FILE"
     ensure_namespaces
     ensure_links
     ensure_routes

@@ -28,6 +28,7 @@
 #   tcp_ok NAME ADDR PORT  exit 0 if a TCP connect from host NAME (or "root") to ADDR:PORT succeeds (1 s)
 #   wait_tcp NAME ADDR PORT [SECONDS]
 #                          wait until tcp_ok, fail after SECONDS (default 10)
+#   require_cluster_owner  die unless the hosts are free or belong to $RIK_STATE (see RIK_OWNER_FILE)
 #   log MSG / die MSG      prefixed messages on stderr; die exits 1
 
 RIK_STATE="${RIK_CLUSTER_DIR:-/run/rik-testcluster}"
@@ -38,11 +39,25 @@ RIK_HOSTS=(rik-gw rik-front rik-c1 rik-c2)
 RIK_PY=/usr/bin/python3
 export RIK_CLUSTER_DIR="$RIK_STATE"
 
+# The namespaces, the /etc blocks and the users are machine-wide, while RIK_CLUSTER_DIR only moves
+# the state: one cluster per machine.  This file names the state directory of the cluster that
+# has the hosts, so `down` with another RIK_CLUSTER_DIR cannot tear down someone else's cluster.
+RIK_OWNER_FILE=/run/rik-testcluster.owner
+
 log() { printf '[rik-cluster] %s\n' "$*" >&2; }
 die() { printf '[rik-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
 
 require_root() {
     [[ $EUID -eq 0 ]] || die "must be run as root (network namespaces, sshd, users): sudo $0 $*"
+}
+
+# Die if the hosts belong to a cluster with another state directory (that still exists).
+require_cluster_owner() {
+    local owner
+    [[ -s $RIK_OWNER_FILE ]] || return 0
+    owner=$(<"$RIK_OWNER_FILE")
+    [[ $owner == "$RIK_STATE" || ! -e $owner/cluster.json ]] && return 0
+    die "the test hosts belong to the cluster with state $owner, not $RIK_STATE: use RIK_CLUSTER_DIR=$owner"
 }
 
 netns_path() { printf '/run/netns/%s\n' "$1"; }
