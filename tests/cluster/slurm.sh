@@ -131,7 +131,7 @@ ensure_munge() {
     # Daemonizes; returns once the socket exists.
     on_front runuser -u munge -- /usr/sbin/munged --socket="$MUNGE/munge.socket" \
         --key-file="$MUNGE/munge.key" --pid-file="$MUNGE/munged.pid" \
-        --log-file="$MUNGE/munged.log" --seed-file="$MUNGE/munged.seed"
+        --log-file="$MUNGE/munged.log" --seed-file="$MUNGE/munged.seed" 9>&- # (9 = our lock)
     munge -S "$MUNGE/munge.socket" -n </dev/null | unmunge -S "$MUNGE/munge.socket" >/dev/null ||
         die "munged does not answer; see $MUNGE/munged.log"
 }
@@ -141,7 +141,7 @@ start_slurmctld() {
     rm -f "$SL/slurmctld.pid"
     # Fresh controller state at every start: job ids and node states from an old run only confuse tests.
     find "$SL/ctld" -mindepth 1 -delete
-    on_front /usr/sbin/slurmctld -f "$CONF"
+    on_front /usr/sbin/slurmctld -f "$CONF" 9>&-
 }
 
 start_slurmd() {
@@ -149,7 +149,7 @@ start_slurmd() {
     rm -f "$SL/slurmd-$n.pid"
     # on_host = nsenter into the node's net + UTS namespaces: hostname is the node name, /sys intact
     # (`ip netns exec` remounts /sys and hides /sys/fs/cgroup, which slurmd stats at start).
-    on_host "$n" /usr/sbin/slurmd -f "$CONF"
+    on_host "$n" /usr/sbin/slurmd -f "$CONF" 9>&-
 }
 
 wait_pidfile() {
@@ -301,6 +301,11 @@ down() {
     cluster_json_merge slurm null 2>/dev/null || true
     log "slurm down"
 }
+
+# One run at a time: `up` of one caller and `down` of another must not interleave (both wipe and
+# start daemons).  The lock lives outside the state dir, which `down` removes.
+exec 9>"/run/lock/rik-testcluster-slurm.lock"
+flock -w 120 9 || die "another tests/cluster/slurm.sh is still running"
 
 case "${1:-}" in
 up) up ;;
