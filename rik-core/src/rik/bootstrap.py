@@ -117,6 +117,9 @@ def render(spec: Bootstrap) -> str:
     add('  while kill -0 "$1" 2>/dev/null && [ $rik_e -lt 30 ]; do sleep 0.1 2>/dev/null || sleep 1; rik_e=$((rik_e + 1)); done')
     add('  kill -KILL "$1" 2>/dev/null')
     add("}")
+    # POSIX gives an asynchronous list /dev/null as stdin *before* its own redirections: keep a copy of the real
+    # stdin on fd 3 first, in this shell.
+    add("exec 3<&0")
     add("(")
     add("  while IFS= read -r rik_w <&3; do")
     add('    rik_p=$(cat "$rik_d/pid" 2>/dev/null)')
@@ -128,7 +131,7 @@ def render(spec: Bootstrap) -> str:
     # End of input: rik is gone (or lost its connection). The watchdog waits out the grace period.
     add(f"  rik_e=0; while [ $rik_e -lt {int(max(spec.grace, 0) * 10)} ] && [ -d \"$rik_d\" ]; do sleep 0.1 2>/dev/null || sleep 1; rik_e=$((rik_e + 1)); done")
     add('  rik_p=$(cat "$rik_d/pid" 2>/dev/null); [ -n "$rik_p" ] && rik_end "$rik_p"')
-    add(") 3<&0 </dev/null >/dev/null 2>&1 &")
+    add(") </dev/null >/dev/null 2>&1 &")
     add("rik_reader=$!")
     add("rik_try=0")
     add("while :; do")
@@ -181,11 +184,11 @@ def render(spec: Bootstrap) -> str:
         add('    echo "RIK-READY tcp $rik_ports"')
     else:
         add('    echo "RIK-READY direct"')
-    add("  ) &")
+    add("  ) 3<&- &")
     add("  rik_watch=$!")
     # The kernel runs in the foreground so that it keeps the default SIGINT disposition (asynchronous commands
     # of a non-interactive shell ignore SIGINT, and a kernel could never be interrupted again).
-    add('  /bin/sh -c \'echo $$ > "$1/pid"; shift; exec "$@"\' rik "$rik_d" "${SHELL:-/bin/sh}" $rik_login -c "$rik_cmd" </dev/null')
+    add('  /bin/sh -c \'echo $$ > "$1/pid"; shift; exec "$@"\' rik "$rik_d" "${SHELL:-/bin/sh}" $rik_login -c "$rik_cmd" </dev/null 3<&-')
     add("  rik_rc=$?")
     add("  kill $rik_watch 2>/dev/null")
     # A tcp kernel that died at once, before it was ready, probably met a port taken meanwhile: try again.

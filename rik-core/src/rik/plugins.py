@@ -204,15 +204,13 @@ class PluginHost:
         found = self._schedulers.get(interface)
         if found:
             return found[0]
+        dist = KNOWN_DISTRIBUTIONS.get(interface)
         for record in self.records:
-            if record.status != "ok" and KNOWN_DISTRIBUTIONS.get(interface) in (record.distribution, None) and (
-                record.name == interface or record.distribution == KNOWN_DISTRIBUTIONS.get(interface)
-            ):
+            if record.status != "ok" and (record.name == interface or (dist and record.distribution == dist)):
                 raise UsageError(
                     f"interface {interface!r} comes from plugin {record.name!r}, which is {record.status}: "
                     f"{record.error} (see `rik plugins`)"
                 )
-        dist = KNOWN_DISTRIBUTIONS.get(interface)
         known = ", ".join(sorted(self._schedulers)) or "none"
         if dist:
             raise UsageError(f"interface {interface!r} is not installed: install it with `pip install {dist}`")

@@ -1,0 +1,63 @@
+"""Fixtures shared by every test: an isolated Jupyter, and rik's CLI run as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def jupyter_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Jupyter's data, runtime and config dirs, and rik's runtime dir, in a fresh short temporary directory
+    (short: ssh's control sockets live there, and Unix socket paths are limited to about 107 bytes)."""
+    root = Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))
+    for name, sub in (
+        ("JUPYTER_DATA_DIR", "data"),
+        ("JUPYTER_RUNTIME_DIR", "run"),
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("RIK_RUNTIME_DIR", "r"),
+    ):
+        (root / sub).mkdir(mode=0o700)
+        monkeypatch.setenv(name, str(root / sub))
+    monkeypatch.setenv("JUPYTER_PATH", str(root / "data"))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def rik(jupyter_home: Path):
+    """Run the ``rik`` command in a subprocess, exactly as a user types it."""
+
+    def run(*args: str, check: bool = False) -> Result:
+        proc = subprocess.run(
+            [sys.executable, "-m", "rik", *args], capture_output=True, text=True, timeout=60, env=dict(os.environ)
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        if check and result.code != 0:
+            raise AssertionError(f"rik {' '.join(args)} failed ({result.code}): {result.err}")
+        return result
+
+    return run
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` with its content: to prove a failed command changed nothing."""
+    if not path.exists():
+        return {}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
