@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import tree
 
 KCMD = "python3 -m ipykernel_launcher -f {connection_file}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from rik import Resources, SchedulerInfo, UsageError
 from rik.config import KernelConfig, parse_endpoint
 

@@ -12,7 +12,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from kernels import pid_alive, processes_mentioning, started, wait_until
 
 

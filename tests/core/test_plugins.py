@@ -5,7 +5,6 @@ from __future__ import annotations
 import types
 
 import pytest
-
 from rik import Allocation, LaunchCommand, LaunchRequest, RikError, SchedulerInfo, UsageError, hookimpl
 from rik.plugins import PluginHost
 
@@ -81,7 +80,7 @@ def test_a_plugin_whose_declaration_raises_is_broken_not_fatal() -> None:
     h = host(("bad", make_plugin("bad", rik_declare_schedulers=rik_declare_schedulers)))
     record = next(r for r in h.records if r.name == "bad")
     assert record.status == "broken" and "boom" in (record.error or "")
-    with pytest.raises(UsageError, match="plugin 'bad', which is broken: .*boom"):
+    with pytest.raises(UsageError, match=r"plugin 'bad', which is broken: .*boom"):
         h.scheduler("bad")
 
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["IPC_PORTS", "Bootstrap", "STARTER", "render"]
+__all__ = ["IPC_PORTS", "STARTER", "Bootstrap", "render"]
 
 #: Port numbers for ``ipc``: with the ipc transport they are only suffixes of the socket paths (``k-1``…), and
 #: the directory is private, so they can never collide.
@@ -57,7 +57,10 @@ class Bootstrap:
 
 def _kernel_command(spec: Bootstrap, connection_file: str) -> str:
     """The command line the login shell runs. ``$rik_d`` is expanded by the outer sh before it is passed."""
-    words = [connection_file if w == "{connection_file}" else w.replace("{connection_file}", connection_file) for w in spec.kernel_argv]
+    words = [
+        connection_file if w == "{connection_file}" else w.replace("{connection_file}", connection_file)
+        for w in spec.kernel_argv
+    ]
     cmd = "exec " + " ".join(_q(w) for w in words)
     if spec.precmd:
         cmd = f"{spec.precmd}\n{cmd}"
@@ -76,10 +79,12 @@ def render(spec: Bootstrap) -> str:
     add("rik_main() {")
     add("exec 2>&1")
     add("umask 077")
-    add('rik_base=${TMPDIR:-/tmp}')
+    add("rik_base=${TMPDIR:-/tmp}")
     # Unix socket paths are limited to ~107 bytes; a long per-job TMPDIR falls back to /tmp.
-    add('[ ${#rik_base} -gt 60 ] && rik_base=/tmp')
-    add('rik_d=$(mktemp -d "$rik_base/rik-XXXXXXXX" 2>/dev/null) || { rik_d=$rik_base/rik-$$-$(date +%s); mkdir -m 700 "$rik_d"; } || { echo "RIK-ERROR cannot create a private directory in $rik_base"; exit 1; }')
+    add("[ ${#rik_base} -gt 60 ] && rik_base=/tmp")
+    add(
+        'rik_d=$(mktemp -d "$rik_base/rik-XXXXXXXX" 2>/dev/null) || { rik_d=$rik_base/rik-$$-$(date +%s); mkdir -m 700 "$rik_d"; } || { echo "RIK-ERROR cannot create a private directory in $rik_base"; exit 1; }'
+    )
     add('chmod 700 "$rik_d"')
     add("trap 'rm -rf \"$rik_d\"; exit 129' HUP")
     add("trap 'rm -rf \"$rik_d\"; exit 143' TERM")
@@ -87,7 +92,9 @@ def render(spec: Bootstrap) -> str:
     add(f'echo "RIK-NODE $(hostname) {job} $rik_d"')
     # Working directory: --workdir, else the local one when it exists here, else home.
     if spec.workdir:
-        add(f"cd {_q(spec.workdir)} 2>/dev/null || {{ printf 'RIK-ERROR working directory %s does not exist on %s\\n' {_q(spec.workdir)} \"$(hostname)\"; rm -rf \"$rik_d\"; exit 1; }}")
+        add(
+            f'cd {_q(spec.workdir)} 2>/dev/null || {{ printf \'RIK-ERROR working directory %s does not exist on %s\\n\' {_q(spec.workdir)} "$(hostname)"; rm -rf "$rik_d"; exit 1; }}'
+        )
     elif spec.fallback_workdir:
         add(f"cd {_q(spec.fallback_workdir)} 2>/dev/null || cd")
     else:
@@ -101,9 +108,9 @@ def render(spec: Bootstrap) -> str:
     if spec.mode == "ipc":
         ports = ",".join(f'"{name}":{IPC_PORTS[name]}' for name in CHANNELS)
         add(
-            "printf '{\"transport\":\"ipc\",\"ip\":\"%s/k\","
+            'printf \'{"transport":"ipc","ip":"%s/k",'
             + ports.replace("%", "%%")
-            + ",\"key\":\"%s\",\"signature_scheme\":\"%s\",\"kernel_name\":\"%s\"}\\n' "
+            + ',"key":"%s","signature_scheme":"%s","kernel_name":"%s"}\\n\' '
             + f'"$rik_d" {_q(key)} {_q(scheme)} {_q(kernel_name)} > "$rik_cf"'
         )
     # The kernel command, through the user's login shell (csh-family shells take -l only alone).
@@ -114,7 +121,9 @@ def render(spec: Bootstrap) -> str:
     # rik_end PID: TERM, then KILL if it is still there after 3 s. Short sleeps, so none outlives the script.
     add("rik_end() {")
     add('  kill -TERM "$1" 2>/dev/null; rik_e=0')
-    add('  while kill -0 "$1" 2>/dev/null && [ $rik_e -lt 30 ]; do sleep 0.1 2>/dev/null || sleep 1; rik_e=$((rik_e + 1)); done')
+    add(
+        '  while kill -0 "$1" 2>/dev/null && [ $rik_e -lt 30 ]; do sleep 0.1 2>/dev/null || sleep 1; rik_e=$((rik_e + 1)); done'
+    )
     add('  kill -KILL "$1" 2>/dev/null')
     add("}")
     # POSIX gives an asynchronous list /dev/null as stdin *before* its own redirections: keep a copy of the real
@@ -129,7 +138,9 @@ def render(spec: Bootstrap) -> str:
     add("    esac")
     add("  done")
     # End of input: rik is gone (or lost its connection). The watchdog waits out the grace period.
-    add(f"  rik_e=0; while [ $rik_e -lt {int(max(spec.grace, 0) * 10)} ] && [ -d \"$rik_d\" ]; do sleep 0.1 2>/dev/null || sleep 1; rik_e=$((rik_e + 1)); done")
+    add(
+        f'  rik_e=0; while [ $rik_e -lt {int(max(spec.grace, 0) * 10)} ] && [ -d "$rik_d" ]; do sleep 0.1 2>/dev/null || sleep 1; rik_e=$((rik_e + 1)); done'
+    )
     add('  rik_p=$(cat "$rik_d/pid" 2>/dev/null); [ -n "$rik_p" ] && rik_end "$rik_p"')
     add(") </dev/null >/dev/null 2>&1 &")
     add("rik_reader=$!")
@@ -150,9 +161,9 @@ def render(spec: Bootstrap) -> str:
         add("  done")
         add("  set -- $rik_ports")
         add(
-            "  printf '{\"transport\":\"tcp\",\"ip\":\"127.0.0.1\",\"shell_port\":%s,\"iopub_port\":%s,"
-            "\"stdin_port\":%s,\"control_port\":%s,\"hb_port\":%s,\"key\":\"%s\",\"signature_scheme\":\"%s\","
-            "\"kernel_name\":\"%s\"}\\n' "
+            '  printf \'{"transport":"tcp","ip":"127.0.0.1","shell_port":%s,"iopub_port":%s,'
+            '"stdin_port":%s,"control_port":%s,"hb_port":%s,"key":"%s","signature_scheme":"%s",'
+            '"kernel_name":"%s"}\\n\' '
             + f'"$1" "$2" "$3" "$4" "$5" {_q(key)} {_q(scheme)} {_q(kernel_name)} > "$rik_cf"'
         )
     add('  rm -f "$rik_d/pid" "$rik_d/ready"')
@@ -161,7 +172,9 @@ def render(spec: Bootstrap) -> str:
     add("    rik_t=0")
     add("    while [ $rik_t -lt 1200 ]; do")
     if spec.mode == "ipc":
-        add('      [ -S "$rik_d/k-1" ] && [ -S "$rik_d/k-2" ] && [ -S "$rik_d/k-3" ] && [ -S "$rik_d/k-4" ] && [ -S "$rik_d/k-5" ] && break')
+        add(
+            '      [ -S "$rik_d/k-1" ] && [ -S "$rik_d/k-2" ] && [ -S "$rik_d/k-3" ] && [ -S "$rik_d/k-4" ] && [ -S "$rik_d/k-5" ] && break'
+        )
     elif spec.mode == "tcp":
         add("      rik_ok=1")
         add("      for rik_n in $rik_ports; do")
@@ -188,11 +201,15 @@ def render(spec: Bootstrap) -> str:
     add("  rik_watch=$!")
     # The kernel runs in the foreground so that it keeps the default SIGINT disposition (asynchronous commands
     # of a non-interactive shell ignore SIGINT, and a kernel could never be interrupted again).
-    add('  /bin/sh -c \'echo $$ > "$1/pid"; shift; exec "$@"\' rik "$rik_d" "${SHELL:-/bin/sh}" $rik_login -c "$rik_cmd" </dev/null 3<&-')
+    add(
+        '  /bin/sh -c \'echo $$ > "$1/pid"; shift; exec "$@"\' rik "$rik_d" "${SHELL:-/bin/sh}" $rik_login -c "$rik_cmd" </dev/null 3<&-'
+    )
     add("  rik_rc=$?")
     add("  kill $rik_watch 2>/dev/null")
     # A tcp kernel that died at once, before it was ready, probably met a port taken meanwhile: try again.
-    add(f'  if [ {"1" if spec.mode == "tcp" else "0"} = 1 ] && [ ! -e "$rik_d/ready" ] && [ $rik_try -lt 3 ] && [ $rik_rc -ne 0 ]; then')
+    add(
+        f'  if [ {"1" if spec.mode == "tcp" else "0"} = 1 ] && [ ! -e "$rik_d/ready" ] && [ $rik_try -lt 3 ] && [ $rik_rc -ne 0 ]; then'
+    )
     add('    echo "RIK-RETRY kernel exited with $rik_rc before it was ready"')
     add("    continue")
     add("  fi")

@@ -64,12 +64,29 @@ def cli() -> None:
 @click.option("-s", "--show", "action", flag_value="show", help="Show rik kernels (all, or those NAMEd).")
 @click.option("-d", "--delete", "action", flag_value="delete", help="Delete the kernels NAMEd.")
 @click.option("--import", "action", flag_value="import", hidden=True)
-@click.option("-i", "--interface", default="local", show_default=True, help="ssh, slurm, sge, sge_qrsh, pbs, lsf, local, or a plugin's.")
-@click.option("-k", "--kernel_cmd", "--kernel-cmd", "kernel_cmd", metavar="CMD", help="Command that starts the kernel; must contain {connection_file}.")
+@click.option(
+    "-i",
+    "--interface",
+    default="local",
+    show_default=True,
+    help="ssh, slurm, sge, sge_qrsh, pbs, lsf, local, or a plugin's.",
+)
+@click.option(
+    "-k",
+    "--kernel_cmd",
+    "--kernel-cmd",
+    "kernel_cmd",
+    metavar="CMD",
+    help="Command that starts the kernel; must contain {connection_file}.",
+)
 @click.option("-n", "--name", metavar="NAME", help="Name shown in the kernel list (default: Python 3).")
 @click.option("-l", "--language", default="python", show_default=True)
-@click.option("-x", "--host", metavar="[USER@]HOST[:PORT]", help="Host to run on (ssh) or submit host of the scheduler.")
-@click.option("-t", "--tunnel-hosts", "tunnel_hosts", multiple=True, metavar="HOST...", help="Gateways to go through, in order.")
+@click.option(
+    "-x", "--host", metavar="[USER@]HOST[:PORT]", help="Host to run on (ssh) or submit host of the scheduler."
+)
+@click.option(
+    "-t", "--tunnel-hosts", "tunnel_hosts", multiple=True, metavar="HOST...", help="Gateways to go through, in order."
+)
 @click.option("-c", "--cpus", type=click.IntRange(min=1), help="CPUs (slots) for the job.")
 @click.option("--pe", metavar="PE", help="Grid Engine parallel environment (with --cpus).")
 @click.option("--memory", metavar="SIZE", help="Memory for the job, e.g. 4G.")
@@ -80,15 +97,40 @@ def cli() -> None:
 @click.option("--job-name", default="rik", show_default=True, help="Name of the batch job.")
 @click.option("--launch-cmd", metavar="CMD", help="Replace the scheduler's program (e.g. qrsh, or a full path).")
 @click.option("--remote-launch-args", metavar="ARGS", help="Extra arguments for the scheduler's program.")
-@click.option("--workdir", metavar="DIR", help="Remote working directory (default: same path as here if it exists, else home).")
-@click.option("--remote-precmd", metavar="CMD", help="Command to run before the kernel (module load, conda activate...).")
+@click.option(
+    "--workdir", metavar="DIR", help="Remote working directory (default: same path as here if it exists, else home)."
+)
+@click.option(
+    "--remote-precmd", metavar="CMD", help="Command to run before the kernel (module load, conda activate...)."
+)
 @click.option("--ssh-config", metavar="FILE", help="An ssh_config file for this kernel's connections.")
-@click.option("--host-keys", type=click.Choice(["strict", "accept-new"]), default="strict", show_default=True, help="accept-new: trust a host's key on first use.")
+@click.option(
+    "--host-keys",
+    type=click.Choice(["strict", "accept-new"]),
+    default="strict",
+    show_default=True,
+    help="accept-new: trust a host's key on first use.",
+)
 @click.option("--askpass", metavar="PROGRAM", help="Program that answers password/passphrase/one-time-code prompts.")
-@click.option("--transport", type=click.Choice(["auto", "ipc", "tcp"]), default="auto", show_default=True, help="How the remote kernel binds: Unix sockets (ipc) or loopback TCP.")
+@click.option(
+    "--transport",
+    type=click.Choice(["auto", "ipc", "tcp"]),
+    default="auto",
+    show_default=True,
+    help="How the remote kernel binds: Unix sockets (ipc) or loopback TCP.",
+)
 @click.option("--interrupt-mode", type=click.Choice(["auto", "message", "signal"]), default="auto", show_default=True)
-@click.option("--queue-timeout", type=float, metavar="SECONDS", help="Give up (and cancel the job) if it has not started by then.")
-@click.option("--grace", type=float, default=30.0, show_default=True, metavar="SECONDS", help="How long a remote kernel outlives a lost launcher.")
+@click.option(
+    "--queue-timeout", type=float, metavar="SECONDS", help="Give up (and cancel the job) if it has not started by then."
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a remote kernel outlives a lost launcher.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log the remote session's output.")
 @click.option("--system", is_flag=True, help="Install for all users.")
 @click.option("--user", "user_install", is_flag=True, help="Install for this user (the default).")

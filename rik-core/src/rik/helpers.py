@@ -7,7 +7,7 @@ import re
 
 from .errors import UsageError
 
-__all__ = ["program", "sibling_program", "walltime_seconds", "memory_amount"]
+__all__ = ["memory_amount", "program", "sibling_program", "walltime_seconds"]
 
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.I)

@@ -8,6 +8,7 @@ One thread, one ``select`` loop; signals only set flags (through a wake-up pipe)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import json
@@ -82,10 +83,8 @@ def _child_setup() -> None:  # runs in the child between fork and exec
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     os.setsid()  # no controlling terminal: ssh can never prompt on one and hang
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 class Proc:
@@ -190,10 +189,8 @@ class Proc:
         if not self.closed:
             self.closed = True
             for fd in {self.fd, self.wfd}:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
             if not self.tty:
                 for stream in (self.popen.stdout, self.popen.stdin):
                     try:
@@ -328,7 +325,7 @@ class Launcher:
         self.last_output_at = time.monotonic()
         self.pending += data
         text = self.pending.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
-        if not self.allocated or self.command.tty and not self.bootstrap_sent:
+        if not self.allocated or (self.command.tty and not self.bootstrap_sent):
             self.output += data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
             if not self.allocated:
                 self.update_allocation()
@@ -364,7 +361,7 @@ class Launcher:
         m = _MARKER.match(line.strip())
         if not m:
             if line.strip():
-                self.tail = (self.tail + [line])[-20:]
+                self.tail = ([*self.tail, line])[-20:]
                 log.debug("remote: %s", line)
             return
         kind, rest = m.groups()
@@ -387,7 +384,9 @@ class Launcher:
         elif kind == "RETRY":
             log.info("retrying the kernel start: %s", rest)
         elif kind == "EXIT":
-            self.state.exit_status = int(rest.split()[0]) if rest.split() and rest.split()[0].lstrip("-").isdigit() else None
+            self.state.exit_status = (
+                int(rest.split()[0]) if rest.split() and rest.split()[0].lstrip("-").isdigit() else None
+            )
 
     def on_ready(self, words: list[str]) -> None:
         kind = words[0] if words else "direct"
@@ -471,10 +470,8 @@ class Launcher:
                 fds.append(self.tunnel.fd)
             readable, _, _ = select.select(fds, [], [], 0.25)
             if wake in readable:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     os.read(wake, 512)
-                except BlockingIOError:
-                    pass
             if "terminate" in self.flags and stop_deadline is None:
                 log.info("shutting down")
                 self.stopping = True
@@ -525,7 +522,7 @@ class Launcher:
         if self.state.error:
             raise LaunchError(self.state.error)
         if not self.state.ready:
-            text = "\n".join(self.tail + [self.output.strip().splitlines()[-1] if self.output.strip() else ""])
+            text = "\n".join([*self.tail, self.output.strip().splitlines()[-1] if self.output.strip() else ""])
             why = explain_ssh_failure(self.output + "\n" + text)
             if why:
                 raise LaunchError(why)

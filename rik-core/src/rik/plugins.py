@@ -134,7 +134,7 @@ class PluginHost:
         disabled: frozenset[str],
         module_name: str | None = None,
     ) -> None:
-        record = dict(name=name, module=module_name or name, distribution=distribution, version=version)
+        record: dict[str, Any] = dict(name=name, module=module_name or name, distribution=distribution, version=version)
         if name in disabled:
             self.records.append(PluginRecord(**record, status="disabled", error="blocked by RIK_DISABLE_PLUGINS"))
             return
@@ -167,7 +167,9 @@ class PluginHost:
         except Exception as exc:
             self.pm.unregister(plugin)
             self.records.append(
-                PluginRecord(**record, hooks=tuple(hooks), status="broken", error=f"rik_declare_schedulers: {_describe(exc)}")
+                PluginRecord(
+                    **record, hooks=tuple(hooks), status="broken", error=f"rik_declare_schedulers: {_describe(exc)}"
+                )
             )
             return
         clashes = [s.name for s in declared if s.name in self._schedulers]
@@ -186,7 +188,8 @@ class PluginHost:
         result: list[SchedulerInfo] = []
         for impl in self.pm.hook.rik_declare_schedulers.get_hookimpls():
             if impl.plugin is plugin:
-                for info in impl.function() or ():
+                declared: Any = impl.function() or []
+                for info in declared:
                     if not isinstance(info, SchedulerInfo):
                         raise TypeError(f"returned {type(info).__name__}, not SchedulerInfo")
                     bad = set(info.options) - set(RESOURCE_OPTIONS)

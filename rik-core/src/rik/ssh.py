@@ -148,21 +148,20 @@ class SSHTransport:
         options: Sequence[str] = (),
     ) -> list[str]:
         """ssh argv that runs ``remote`` (an argv, quoted here, once) on ``target``."""
-        args = self.base() + ["-tt" if tty else "-T", *options]
+        args = [*self.base(), "-tt" if tty else "-T", *options]
         args += self.destination(target, chain)
         if remote:
             args.append(shlex.join(remote))
         return args
 
-    def tunnel(
-        self, target: Endpoint, chain: Sequence[Endpoint], forwards: Sequence[tuple[int, str]]
-    ) -> list[str]:
+    def tunnel(self, target: Endpoint, chain: Sequence[Endpoint], forwards: Sequence[tuple[int, str]]) -> list[str]:
         """One ssh process that forwards local ports (127.0.0.1 only) to remote ``host:port`` or socket paths.
 
         It has its own connection (not the shared master), so a tunnel can die and come back while the kernel's
         session, and the kernel, carry on; its authentication still goes through the jump hosts' masters.
         """
-        args = self.base() + [
+        args = [
+            *self.base(),
             "-N",
             "-T",
             "-o",
@@ -177,7 +176,7 @@ class SSHTransport:
         return args + self.destination(target, chain)
 
     def check_master(self, target: Endpoint, chain: Sequence[Endpoint]) -> list[str]:
-        return self.base() + ["-O", "check"] + self.destination(target, chain)
+        return [*self.base(), "-O", "check", *self.destination(target, chain)]
 
 
 _SSH_FAILURES: list[tuple[re.Pattern[str], str]] = [

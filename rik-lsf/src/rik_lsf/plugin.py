@@ -71,9 +71,9 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
         state = "queued"
     for m in _STARTING.finditer(output):
         node, state = m.group(1), "running"
-    m = _ERROR.search(output)
-    if m and not node:
-        error = m.group(1).strip()
+    failed = _ERROR.search(output)
+    if failed and not node:
+        error = failed.group(1).strip()
     return Allocation(job_id=job_id, node=node, state=state, error=error)
 
 

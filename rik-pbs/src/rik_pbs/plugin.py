@@ -73,9 +73,9 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
         job_id, state = m.group(1), "queued"
     for m in _READY.finditer(output):
         job_id, state = m.group(1), "running"
-    m = _ERROR.search(output)
-    if m and state != "running":
-        error = m.group(1).strip()
+    failed = _ERROR.search(output)
+    if failed and state != "running":
+        error = failed.group(1).strip()
     return Allocation(job_id=job_id, state=state, error=error)
 
 

@@ -56,7 +56,7 @@ def rik_declare_schedulers() -> list[SchedulerInfo]:
 def _resources(request: LaunchRequest) -> list[str]:
     r = request.resources
     args: list[str] = []
-    if r.cpus and r.cpus > 1 or r.pe:
+    if (r.cpus and r.cpus > 1) or r.pe:
         args += ["-pe", r.pe or "smp", str(r.cpus or 1)]
     if r.queue:
         args += ["-q", r.queue]
@@ -96,9 +96,9 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
         job_id, state = m.group(1), "scheduled"
     for m in _SESSION.finditer(output):
         node, state = m.group(1), "running"
-    m = _ERROR.search(output)
-    if m and not node:
-        error = m.group(1).strip()
+    failed = _ERROR.search(output)
+    if failed and not node:
+        error = failed.group(1).strip()
         if "not found" in error or "No such file" in error:
             error = f"{posixpath.basename(program(request.launch_cmd, 'qlogin'))} is not available on the submit host ({error})"
     return Allocation(job_id=job_id, node=node, state=state, error=error)

@@ -80,9 +80,9 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
             job_id, node, state = job_id or m.group(1), m.group(2), "running"
     for m in _TASK.finditer(output):
         node, state = m.group(1), "running"
-    m = _ERROR.search(output)
-    if m and not node:
-        error = next(g for g in m.groups() if g)
+    failed = _ERROR.search(output)
+    if failed and not node:
+        error = next(g for g in failed.groups() if g)
         if "not found" in error or "No such file" in error:
             error = f"srun is not available on the submit host ({error.strip()})"
     return Allocation(job_id=job_id, node=node, state=state, error=error)

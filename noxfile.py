@@ -1,0 +1,105 @@
+"""rik's one runner. `nox -s tests` is what CI and the README run; `nox -s demo` is the README's "try it"."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = False
+
+ROOT = Path(__file__).parent
+PLUGINS = ["ssh", "slurm", "sge", "pbs", "lsf"]
+DISTS = ["./rik-core"] + [f"./rik-{p}" for p in PLUGINS]
+TEST_DEPS = ["pytest>=7", "ipykernel>=6", "jupyter_client>=7.4"]
+
+
+def _bring_up_cluster(session: nox.Session) -> None:
+    """As root, start the real test cluster (sshd hosts, SLURM, Grid Engine, PBS/LSF emulators)."""
+    if os.environ.get("RIK_NO_CLUSTER"):
+        session.log("RIK_NO_CLUSTER is set: not starting the test cluster")
+        return
+    if os.geteuid() != 0:
+        session.log("*** not root: the test cluster cannot be started here; cluster tests will be SKIPPED ***")
+        return
+    session.run(str(ROOT / "tests" / "cluster" / "up"), external=True)
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    session.run("python", "-m", "pytest", *(session.posargs or paths), env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Everything installed together; unit, plugin and real-cluster tests."""
+    _bring_up_cluster(session)
+    session.install(*DISTS, *TEST_DEPS)
+    _pytest(session, "tests")
+
+
+@nox.session(name="tests-core")
+def tests_core(session: nox.Session) -> None:
+    """rik-core alone: no plugin installed."""
+    session.install("./rik-core", *TEST_DEPS)
+    _pytest(session, "tests/core")
+
+
+@nox.session(name="tests-plugin")
+@nox.parametrize("plugin", PLUGINS)
+def tests_plugin(session: nox.Session, plugin: str) -> None:
+    """One plugin installed alone with rik-core: proves it depends on nothing else."""
+    session.install("./rik-core", f"./rik-{plugin}", *TEST_DEPS)
+    _pytest(session, f"tests/{plugin}")
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Only the tests against the real test cluster."""
+    _bring_up_cluster(session)
+    session.install(*DISTS, *TEST_DEPS)
+    _pytest(session, "tests/integration")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff", "mypy", *DISTS, "pytest", "nox")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", "rik-core", *(f"rik-{p}" for p in PLUGINS))
+    session.run("mypy", "rik-core/src/rik", *(f"rik-{p}/src/rik_{p}" for p in PLUGINS))
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Install rik, add a local kernel with `rik manage`, run a cell through it with jupyter_client."""
+    session.install("./rik-core", "ipykernel>=6")
+    home = Path(tempfile.mkdtemp(prefix="rik-demo-"))
+    env = {
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_PATH": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "run"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+    }
+    try:
+        session.run("rik", "manage", "--add", "--interface=local", "--name=Demo", env=env)
+        session.run("rik", "manage", "--show", env=env)
+        session.run("python", str(ROOT / "docs" / "demo.py"), "rik_local_demo", env=env)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: rik against its floors and remote_ikernel, side by side (not part of the tests)."""
+    _bring_up_cluster(session)
+    session.install(*DISTS, *TEST_DEPS)
+    session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)
+
+
+if __name__ == "__main__":
+    sys.exit("run with: python3 -m nox")
