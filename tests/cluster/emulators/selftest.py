@@ -51,7 +51,7 @@ class Session:
         self.status = None
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
-            os.execvp("ssh", SSH + ["-tt", "rik-front", command])
+            os.execvp("ssh", [*SSH, "-tt", "rik-front", command])
         fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
 
     def _read(self, timeout: float) -> bool:
@@ -76,9 +76,8 @@ class Session:
                 self.pos = m.end()
                 return m
             left = deadline - time.time()
-            if left <= 0 or not self._read(min(left, 0.5)):
-                if not rx.search(self.buf, self.pos):
-                    raise Failed(f"timeout/EOF waiting for {pattern!r}; got {self.buf[self.pos:][-600:]!r}")
+            if (left <= 0 or not self._read(min(left, 0.5))) and not rx.search(self.buf, self.pos):
+                raise Failed(f"timeout/EOF waiting for {pattern!r}; got {self.buf[self.pos:][-600:]!r}")
 
     def send(self, data: bytes) -> None:
         os.write(self.fd, data)
@@ -114,7 +113,7 @@ class Session:
 
 def front(cmd: str, timeout: float = 30) -> subprocess.CompletedProcess:
     """A non-interactive command on rik-front as rik (stdout and stderr apart)."""
-    return subprocess.run(SSH + ["rik-front", cmd], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([*SSH, "rik-front", cmd], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
 
@@ -134,8 +133,10 @@ def node_processes(node: str) -> list[tuple[int, str, str]]:
         try:
             if _ns(f"/proc/{name}/ns/net") != want:
                 continue
-            cmd = open(f"/proc/{name}/cmdline", "rb").read().replace(b"\0", b" ").decode().strip()
-            uid = next(int(l.split()[1]) for l in open(f"/proc/{name}/status") if l.startswith("Uid:"))
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{name}/status") as f:
+                uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
         except (OSError, StopIteration):
             continue
         if cmd:
@@ -400,12 +401,50 @@ def t_lsf_client_killed() -> None:
     print("  bsub SIGTERMed, then another SIGKILLed: both nodes clean")
 
 
+def front_as(user: str, cmd: str) -> subprocess.CompletedProcess:
+    ssh = ["ssh", "-F", f"{STATE}/ssh_config.{user}", "-o", "LogLevel=ERROR", "-J", "rik-gw"]
+    return subprocess.run([*ssh, "rik-front", cmd], capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+
+
+def t_host_requests() -> None:
+    """-l host= / -l nodes=NAME:ppn= / bsub -m pick the node; two jobs at once get their own ids; another
+    user may look but not delete."""
+    a = Session(f"{QSUB} -I -l host=rik-c2")
+    b = Session(f"{QSUB} -I -l nodes=rik-c1:ppn=3,walltime=01:00:00")
+    c = Session(f"{BSUB} -Is -m rik-c2 -n 2 /bin/bash")
+    na = int(a.expect(rb"waiting for job (\d+)\.").group(1))
+    nb = int(b.expect(rb"waiting for job (\d+)\.").group(1))
+    nc = int(c.expect(rb"Job <(\d+)>").group(1))
+    check(na != nb, "two qsubs got the same job id")
+    for s, want in ((a, b"rik-c2 1"), (b, b"rik-c1 3"), (c, b"rik-c2 2")):
+        s.expect(PROMPT)
+        s.line("echo RIK-NODE $(hostname) ${NCPUS:-$LSB_DJOB_NUMPROC}")
+        got = s.expect(rb"RIK-NODE (\S+ \d)").group(1)
+        check(got == want, f"node/cpus {got!r}, wanted {want!r}")
+    r = front(f"{QSTAT} -f {nb}")
+    check("    Resource_List.walltime = 01:00:00\n" in r.stdout and "    exec_host = rik-c1/0-2\n" in r.stdout,
+          f"qstat -f: {r.stdout!r}")
+    r = front_as("rik2", f"{QDEL} {na}")
+    check(r.returncode == 159 and r.stderr == f"qdel: Unauthorized Request  {na}.rik-front\n", f"rik2 qdel: {r}")
+    r = front_as("rik2", f"{BKILL} {nc}")
+    check(r.returncode == 255 and r.stderr == f"Job <{nc}>: User permission denied\n", f"rik2 bkill: {r}")
+    r = front_as("rik2", f"{QSTAT} {na}")
+    check(r.returncode == 0 and f"{na}.rik-front" in r.stdout, f"rik2 qstat: {r}")
+    for s in (a, b, c):
+        s.line("exit")
+    check([a.wait(), b.wait(), c.wait()] == [0, 0, 0], "exit statuses")
+    r = front(f"{QDEL} -m bye 99999")
+    check(r.returncode == 153, f"qdel unknown: {r}")
+    print(f"  jobs {na} (host=rik-c2), {nb} (nodes=rik-c1:ppn=3), lsf {nc} (-m rik-c2); rik2 refused")
+
+
 TESTS = {
     "pbs-basic": t_pbs_basic, "pbs-queued-deleted": t_pbs_queued_deleted,
     "pbs-qdel-running": t_pbs_qdel_running, "pbs-ctrl-c": t_pbs_ctrl_c, "pbs-hangup": t_pbs_hangup,
     "pbs-client-killed": t_pbs_client_killed, "lsf-basic": t_lsf_basic,
     "lsf-pending-killed": t_lsf_pending_killed, "lsf-bkill-running": t_lsf_bkill_running,
-    "lsf-client-killed": t_lsf_client_killed,
+    "lsf-client-killed": t_lsf_client_killed, "host-requests": t_host_requests,
 }
 
 

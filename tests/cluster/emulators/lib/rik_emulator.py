@@ -26,10 +26,10 @@ import ctypes
 import errno
 import fcntl
 import getopt
+import grp
 import json
 import os
 import pwd
-import grp
 import select
 import signal
 import socket
@@ -561,7 +561,7 @@ class Client:
             for sig in sigs:
                 if sig == signal.SIGWINCH:
                     size = list(winsize(0))
-                    job = self.spool.update(self.n, lambda j: j.__setitem__("winsize", size))
+                    job = self.spool.update(self.n, lambda j, size=size: j.__setitem__("winsize", size))
                     if job:
                         signal_ref(job.get("shell"), signal.SIGWINCH)
                 elif sig == signal.SIGINT:
@@ -907,7 +907,7 @@ def qdel(args: list[str]) -> int:
         err("usage: qdel [{ -p | -W delay | -m message}] [<JOBID>[<JOBID>]|'all'|'ALL']...\n")
         err("       -m, -p, and -W are mutually exclusive\n")
         sys.exit(2)
-    opts, ids = _getopt("qdel", args, "m:pW:", usage)
+    _opts, ids = _getopt("qdel", args, "m:pW:", usage)
     if not ids:
         usage()
     spool = Spool("pbs", "qdel")
@@ -1488,9 +1488,9 @@ def cleanup(args: list[str]) -> int:
     for flavor in ("pbs", "lsf"):
         spool = Spool(flavor, "cleanup")
         for job in spool.all():
-            job["client"] = job.get("client")
-            end_processes(job)
-            print(f"rik emulators: ended {flavor} job {job['id']} ({job['owner']})", file=sys.stderr)
+            if any(ref_alive(job.get(k)) for k in ("shell", "ssh", "client")):
+                end_processes(job)
+                print(f"rik emulators: ended {flavor} job {job['id']} ({job['owner']})", file=sys.stderr)
     return 0
 
 
