@@ -162,7 +162,7 @@ def signal_ref(ref: dict | None, sig: int) -> bool:
     try:
         os.kill(int(ref["pid"]), sig)
         return True
-    except ProcessLookupError:
+    except OSError:  # gone, or not ours (another user looking at a job)
         return False
 
 
@@ -890,9 +890,11 @@ def _pbs_ids(prog: str, ids: list[str], spool: Spool) -> tuple[list[dict], int]:
 
 
 def _pbs_reap(spool: Spool, job: dict) -> None:
-    """A job whose qsub died without cleaning up (SIGKILL) is over: end what is left, forget it."""
-    end_processes(job)
-    spool.remove(job["id"])
+    """A job whose qsub died without cleaning up (SIGKILL) is over: end what is left, forget it
+    (only its owner or root can; for anyone else it is simply not shown)."""
+    if may_control(job):
+        end_processes(job)
+        spool.remove(job["id"])
 
 
 def qdel(args: list[str]) -> int:
@@ -1217,6 +1219,8 @@ def _lsf_finish_pending(spool: Spool, n: int) -> None:
 def _lsf_reap(spool: Spool, job: dict) -> dict:
     """Bring JOB's state up to date: a client that died without cleaning up ended its job."""
     if job["state"] in ("PEND", "RUN") and client_gone(job):
+        if not may_control(job):  # someone else's: show it as over, leave the cleaning to its owner
+            return {**job, "state": "EXIT", "end_time": job.get("end_time") or time.time()}
         end_processes(job)
         def gone(j):
             j["state"], j["end_time"], j["client"] = "EXIT", time.time(), None
