@@ -23,6 +23,7 @@ MASTER=rik-front
 EXECS=(rik-c1 rik-c2)
 D="$RIK_STATE/sge"     # qconf input files, our pid files, the configuration checksum
 ADMIN=sgeadmin
+FD_LIMIT=1024          # open-file limit of the daemons and so of the jobs (see start_execd)
 
 ms() { echo $(($(date +%s%N) / 1000000)); }
 T0=$(ms)
@@ -191,7 +192,8 @@ reset_cell() {
 start_qmaster() {
     rm -f "$SPOOL/qmaster/qmaster.pid"
     # The wrapper execs the real sge_qmaster, which daemonizes and writes its pid file.
-    on_front /usr/sbin/sge_qmaster 9>&- # (9 = our lock: a daemon must not inherit it)
+    # (9 = our lock: a daemon must not inherit it.  For the fd limit see start_execd.)
+    (ulimit -n "$FD_LIMIT" && on_front /usr/sbin/sge_qmaster 9>&-)
     local i pid=""
     for ((i = 0; i < 100; i++)); do
         pid=$(daemon_pid "$SPOOL/qmaster/qmaster.pid" "$MASTER" sge_qmaster) && break
@@ -240,10 +242,17 @@ configure() {
 }
 
 start_execd() {
-    local n=$1 i pid=""
+    local n=$1
     rm -f "$SPOOL/execd/$n/execd.pid"
-    on_host "$n" /usr/sbin/sge_execd 9>&-
-    for ((i = 0; i < 100; i++)); do
+    # Grid Engine daemons close every descriptor up to the fd limit when they daemonize, and so does
+    # the shepherd of every job: at this machine's limit (20000) that alone took 2 s per execd and
+    # 1.5 s per job.  Jobs (kernels) need far fewer than 1024.
+    (ulimit -n "$FD_LIMIT" && on_host "$n" /usr/sbin/sge_execd 9>&-)
+}
+
+wait_execd() {
+    local n=$1 i pid=""
+    for ((i = 0; i < 200; i++)); do
         pid=$(daemon_pid "$SPOOL/execd/$n/execd.pid" "$n" sge_execd) && break
         sleep 0.05
     done
@@ -290,7 +299,10 @@ up() {
         trace "qmaster up"
         configure
         trace configured
-        for n in "${EXECS[@]}"; do start_execd "$n"; done
+        # In parallel: each execd sleeps ~3 s in its start-up (SGE's own fixed waits).
+        for n in "${EXECS[@]}"; do start_execd "$n" & done
+        wait
+        for n in "${EXECS[@]}"; do wait_execd "$n"; done
         trace "execds up"
         config_sum >"$D/config.sum"
     fi
@@ -381,25 +393,43 @@ delete_all_jobs() {
     done
 }
 
+# Stop the daemons whose pid files are given as NAME:PROG:FILE: SIGTERM to all at once (each takes
+# 1-3 s to shut down cleanly), SIGKILL to those left after WAIT seconds, pid files removed.
+stop_all() {
+    local wait=$1 spec name prog file pid i
+    local -a pids=()
+    shift
+    for spec in "$@"; do
+        IFS=: read -r name prog file <<<"$spec"
+        if [[ -e "$(netns_path "$name")" ]] && pid=$(daemon_pid "$file" "$name" "$prog"); then
+            kill -TERM "$pid" 2>/dev/null || true
+            pids+=("$pid")
+        fi
+        rm -f "$file"
+    done
+    for ((i = 0; i < wait * 10; i++)); do
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && continue 2; done
+        return 0
+    done
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
 stop_daemons() {
     local n pid
+    local -a specs=()
     for n in "${EXECS[@]}"; do
-        if daemon_pid "$D/sge_execd-$n.pid" "$n" sge_execd >/dev/null; then stop_pidfile "$D/sge_execd-$n.pid" 5; fi
-        rm -f "$D/sge_execd-$n.pid"
+        # Our copy of the pid, and the daemon's own pid file: one written by a run interrupted right
+        # after the start is found too (it runs inside our host's namespace, so it is ours).
+        specs+=("$n:sge_execd:$D/sge_execd-$n.pid" "$n:sge_execd:$SPOOL/execd/$n/execd.pid")
+    done
+    stop_all 5 "${specs[@]}"
+    for n in "${EXECS[@]}"; do
+        # Job shepherds (and their jobs) left behind: started by our execd.
         if [[ -e "$(netns_path "$n")" ]]; then
             for pid in $(job_pids "$n"); do kill -KILL "$pid" 2>/dev/null || true; done
         fi
     done
-    daemon_pid "$D/sge_qmaster.pid" "$MASTER" sge_qmaster >/dev/null && stop_pidfile "$D/sge_qmaster.pid" 10
-    rm -f "$D/sge_qmaster.pid"
-    # A daemon whose pid never reached $D (a run interrupted right after the start) is still found by
-    # its own pid file: it runs inside our host's namespace, so it is ours.
-    for n in "${EXECS[@]}"; do
-        daemon_pid "$SPOOL/execd/$n/execd.pid" "$n" sge_execd >/dev/null && stop_pidfile "$SPOOL/execd/$n/execd.pid" 5
-    done
-    daemon_pid "$SPOOL/qmaster/qmaster.pid" "$MASTER" sge_qmaster >/dev/null &&
-        stop_pidfile "$SPOOL/qmaster/qmaster.pid" 10
-    return 0
+    stop_all 10 "$MASTER:sge_qmaster:$D/sge_qmaster.pid" "$MASTER:sge_qmaster:$SPOOL/qmaster/qmaster.pid"
 }
 
 down() {
