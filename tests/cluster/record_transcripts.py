@@ -142,6 +142,8 @@ def record(t: Transcript, outdir: str) -> str:
         v["setup"] = remote(t.setup).strip()
     s = Session(t.command.format(**v), t.tty)
     code = None
+    t_start = t_run = time.monotonic()
+    ran = False
     try:
         for st in t.steps:
             if st.kind == "expect":
@@ -151,21 +153,29 @@ def record(t: Transcript, outdir: str) -> str:
                 s.send(st.arg.format(**v).encode() if isinstance(st.arg, str) else st.arg)
             elif st.kind == "run":
                 remote(st.arg.format(**v))
+                t_run, ran = time.monotonic(), True
             elif st.kind == "sleep":
                 s.settle(st.arg)
             elif st.kind == "eof":
                 code = s.wait_eof(st.timeout)
         if code is None:
             code = s.wait_eof(60)
+        t_end = time.monotonic()
     finally:
         if t.cleanup:
             try:
                 remote(t.cleanup.format(**v))
             except Exception as exc:  # keep the transcript; say what was left behind
                 print(f"{t.name}: cleanup failed: {exc}", file=sys.stderr)
+    note = t.note
+    kinds = [st.kind for st in t.steps]
+    if ran and kinds[-2:] == [R, EOF]:  # how long the client took to notice the scancel/qdel
+        note += f"; it ended {t_end - t_run:.1f} s after that command returned"
+    else:
+        note += f"; {t_end - t_start:.1f} s from start to end"
     path = os.path.join(outdir, t.name)
     with open(path, "wb") as f:
-        f.write(f"# command: {t.command.format(**v)}\n# exit: {code}\n# note: {t.note}\n".encode())
+        f.write(f"# command: {t.command.format(**v)}\n# exit: {code}\n# note: {note}\n".encode())
         # (the header is written after the run: the exit status is known only then)
         f.write(s.buf)
     return f"{t.name}: exit {code}, {len(s.buf)} bytes"
@@ -250,9 +260,23 @@ def transcripts() -> list[Transcript]:
             "sge-8.1.9-qrsh.txt",
             "qrsh -verbose -now n -N rik -pe smp 2",
             [Step(E, rb"Establishing builtin session to host rik-c\d"), Step(E, prompt, 30), Step(P, 0.5),
-             Step(S, PROBE_SGE), Step(E, rb"RIK-PROBE host=rik-c\d nslots=\d"), Step(E, prompt),
+             Step(S, PROBE_SGE), Step(E, rb"RIK-PROBE host=rik-c\d nslots=\w+"), Step(E, prompt),
              Step(S, "exit\n"), Step(EOF, None, 30)],
-            f"{VIA}; qrsh without a command = interactive login; PE smp with 2 slots",
+            f"{VIA}; qrsh without a command = interactive login (like qlogin): NSLOTS/JOB_ID are NOT set in it",
+        ),
+        Transcript(
+            "sge-8.1.9-qrsh-pty-bash.txt",
+            "qrsh -verbose -now n -N rik -pe smp 2 -pty y bash -i",
+            [Step(E, rb"Establishing builtin session to host rik-c\d"), Step(E, prompt, 30), Step(P, 0.5),
+             Step(S, PROBE_SGE), Step(E, rb"RIK-PROBE host=rik-c\d nslots=\w+"), Step(E, prompt),
+             Step(S, "exit\n"), Step(EOF, None, 30)],
+            f"{VIA}; qrsh with a command and -pty y: a job shell with NSLOTS, PE and JOB_ID set",
+        ),
+        Transcript(
+            "sge-8.1.9-qrsh-command.txt",
+            "qrsh -verbose -now n -N rik -pe smp 2 'echo RIK-PROBE host=$(hostname) nslots=$NSLOTS pe=$PE job=$JOB_ID'",
+            [Step(EOF, None, 60)],
+            f"{VIA}; qrsh with a command and no -pty: no job shell prompt, the command's output only",
         ),
         Transcript(
             "sge-8.1.9-qlogin-bad-queue.txt",
