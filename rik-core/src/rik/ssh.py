@@ -71,13 +71,16 @@ class SSHTransport:
         self.program = found
         self.dir = runtime_dir()
         self.config_path = self._write_config()
+        self.tunnel_config_path = self._write_config(master=False)
 
-    def _write_config(self) -> Path:
+    def _write_config(self, master: bool = True) -> Path:
         s = self.settings
         lines = [
             "# rik's ssh settings for its kernels; the user's own configuration is included below.",
             f"ControlPath {self.dir}/cm-%C",
-            "ControlMaster auto",
+            # The job's session makes (and shares) one master per host; a tunnel only uses existing masters for
+            # its jump hops, so that none of its processes outlives it holding the kernel's old connections.
+            "ControlMaster auto" if master else "ControlMaster no",
             f"ControlPersist {s.control_persist}",
             "ServerAliveInterval 5",
             "ServerAliveCountMax 3",
@@ -126,8 +129,8 @@ class SSHTransport:
             env.setdefault("DISPLAY", ":0")
         return env
 
-    def base(self) -> list[str]:
-        return [self.program, "-F", str(self.config_path)]
+    def base(self, *, tunnel: bool = False) -> list[str]:
+        return [self.program, "-F", str(self.tunnel_config_path if tunnel else self.config_path)]
 
     def destination(self, target: Endpoint, chain: Sequence[Endpoint]) -> list[str]:
         args: list[str] = []
@@ -161,7 +164,7 @@ class SSHTransport:
         session, and the kernel, carry on; its authentication still goes through the jump hosts' masters.
         """
         args = [
-            *self.base(),
+            *self.base(tunnel=True),
             "-N",
             "-T",
             "-o",

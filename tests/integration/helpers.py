@@ -1,0 +1,47 @@
+"""What the integration tests share: making kernels against the test cluster, and proving nothing remains."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import time
+
+from cluster import Cluster
+
+PY = "/usr/bin/python3 -m ipykernel_launcher -f {connection_file}"
+IR = "R --slave -e 'IRkernel::main()' --args {connection_file}"
+ALL_HOSTS = ("rik-gw", "rik-front", "rik-c1", "rik-c2")
+
+
+def add_kernel(rik, cluster: Cluster, *args: str, user: str = "rik", kernel_cmd: str = PY) -> str:
+    """`rik manage --add` with the cluster's ssh config for ``user``; returns the kernel's name."""
+    result = rik("manage", "--add", "--ssh-config", str(cluster.ssh_config(user)), "-k", kernel_cmd, *args, check=True)
+    return result.out.split("'")[1]
+
+
+def user_processes(cluster: Cluster, user: str, hosts: tuple[str, ...] = ALL_HOSTS) -> dict[str, list[str]]:
+    """Processes of ``user`` on each host, except sshd's own (connections that ssh keeps for reuse)."""
+    found: dict[str, list[str]] = {}
+    for host in hosts:
+        procs = [p for p in cluster.processes(host) if p.user == user and not p.cmdline.startswith("sshd")]
+        if procs:
+            found[host] = [f"{p.pid} {p.cmdline}" for p in procs]
+    return found
+
+
+def rik_dirs(user: str) -> list[str]:
+    """Private kernel directories rik's bootstrap made for ``user`` (every host shares this file system)."""
+    uid = pwd.getpwnam(user).pw_uid
+    return [d for d in glob.glob("/tmp/rik-*") if os.path.isdir(d) and os.stat(d).st_uid == uid]
+
+
+def assert_nothing_left(cluster: Cluster, user: str = "rik", timeout: float = 15, hosts: tuple[str, ...] = ALL_HOSTS) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        procs, dirs = user_processes(cluster, user, hosts), rik_dirs(user)
+        if not procs and not dirs:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"left behind: processes {procs}, directories {dirs}")
+        time.sleep(0.25)
