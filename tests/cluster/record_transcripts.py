@@ -16,6 +16,7 @@ a header:
 
 Standard library only (no pexpect on the test machines).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,9 @@ SSH = ["ssh", "-F", f"{STATE}/ssh_config", "-o", "LogLevel=ERROR", "-J", "rik-gw
 
 def remote(cmd: str, timeout: float = 30) -> str:
     """Run CMD on rik-front as rik without a terminal; return stdout (raise on failure)."""
-    res = subprocess.run(SSH + ["rik-front", cmd], capture_output=True, timeout=timeout,
-                         stdin=subprocess.DEVNULL, text=True)
+    res = subprocess.run(
+        [*SSH, "rik-front", cmd], capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, text=True
+    )
     if res.returncode != 0:
         raise RuntimeError(f"{cmd!r} failed ({res.returncode}): {res.stderr.strip()}")
     return res.stdout
@@ -55,9 +57,9 @@ class Transcript:
     command: str
     steps: list[Step]
     note: str
-    setup: str | None = None     # remote command before; stdout (stripped) -> vars["setup"]
-    cleanup: str | None = None   # remote command after (formatted with vars)
-    tty: bool = True             # False: plain `ssh` with stdout+stderr on one pipe, stdin /dev/null
+    setup: str | None = None  # remote command before; stdout (stripped) -> vars["setup"]
+    cleanup: str | None = None  # remote command after (formatted with vars)
+    tty: bool = True  # False: plain `ssh` with stdout+stderr on one pipe, stdin /dev/null
     vars: dict = field(default_factory=dict)
 
 
@@ -68,7 +70,7 @@ class Session:
         if tty:
             self.pid, self.fd = pty.fork()
             if self.pid == 0:  # child: ssh on the pty's slave side
-                os.execvp("ssh", SSH + ["-tt", "rik-front", command])
+                os.execvp("ssh", [*SSH, "-tt", "rik-front", command])
         else:
             # No terminal anywhere: what a launcher that pipes a script into ssh sees (no \r added).
             r, w = os.pipe()
@@ -79,7 +81,7 @@ class Session:
                 os.dup2(w, 1)
                 os.dup2(w, 2)
                 os.close(r)
-                os.execvp("ssh", SSH + ["rik-front", command])
+                os.execvp("ssh", [*SSH, "rik-front", command])
             os.close(w)
             self.fd = r
 
@@ -107,13 +109,13 @@ class Session:
                 self.pos = m.end()
                 return m
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no {pattern!r} after {timeout}s; got {self.buf[self.pos:]!r}")
+                raise TimeoutError(f"no {pattern!r} after {timeout}s; got {self.buf[self.pos :]!r}")
             if not self._read(min(deadline, time.monotonic() + 0.2)):
                 m = rx.search(self.buf, self.pos)
                 if m:
                     self.pos = m.end()
                     return m
-                raise EOFError(f"EOF before {pattern!r}; got {self.buf[self.pos:]!r}")
+                raise EOFError(f"EOF before {pattern!r}; got {self.buf[self.pos :]!r}")
 
     def settle(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -130,7 +132,7 @@ class Session:
                 break
         else:
             os.kill(self.pid, signal.SIGTERM)
-            raise TimeoutError(f"no EOF after {timeout}s; got {self.buf[self.pos:]!r}")
+            raise TimeoutError(f"no EOF after {timeout}s; got {self.buf[self.pos :]!r}")
         _, status = os.waitpid(self.pid, 0)
         os.close(self.fd)
         return os.waitstatus_to_exitcode(status)
@@ -196,19 +198,35 @@ def transcripts() -> list[Transcript]:
         Transcript(
             "slurm-22.05-srun-pty-v.txt",
             "srun -J rik -v --pty bash -i",
-            [Step(E, rb"tasks started"), Step(E, prompt, 30), Step(S, PROBE_SLURM),
-             Step(E, rb"RIK-PROBE node=rik-c\d job=\d+ host=rik-c\d"), Step(E, prompt), Step(S, "exit\n"),
-             Step(EOF, None, 30)],
+            [
+                Step(E, rb"tasks started"),
+                Step(E, prompt, 30),
+                Step(S, PROBE_SLURM),
+                Step(E, rb"RIK-PROBE node=rik-c\d job=\d+ host=rik-c\d"),
+                Step(E, prompt),
+                Step(S, "exit\n"),
+                Step(EOF, None, 30),
+            ],
             f"{VIA}; resources free; typed the RIK-PROBE line and exit at the prompt",
         ),
         Transcript(
             "slurm-22.05-srun-queued.txt",
             "srun -J rik -v -p tiny --pty bash -i",
-            [Step(E, rb"queued and waiting for resources"), Step(P, 2), Step(R, "scancel {setup}"),
-             Step(E, rb"tasks started", 30), Step(E, prompt, 30), Step(S, PROBE_SLURM),
-             Step(E, rb"RIK-PROBE node=rik-c\d"), Step(E, prompt), Step(S, "exit\n"), Step(EOF, None, 30)],
+            [
+                Step(E, rb"queued and waiting for resources"),
+                Step(P, 2),
+                Step(R, "scancel {setup}"),
+                Step(E, rb"tasks started", 30),
+                Step(E, prompt, 30),
+                Step(S, PROBE_SLURM),
+                Step(E, rb"RIK-PROBE node=rik-c\d"),
+                Step(E, prompt),
+                Step(S, "exit\n"),
+                Step(EOF, None, 30),
+            ],
             f"{VIA}; partition tiny filled first by `{FILLER}`, which was scancel'd ~2 s after the queued line",
-            setup=FILLER, cleanup="scancel {setup} || true",
+            setup=FILLER,
+            cleanup="scancel {setup} || true",
         ),
         Transcript(
             "slurm-22.05-srun-bad-partition.txt",
@@ -219,17 +237,28 @@ def transcripts() -> list[Transcript]:
         Transcript(
             "slurm-22.05-srun-cancelled-pending.txt",
             "srun -J rik -v -p tiny --pty bash -i",
-            [Step(E, rb"job (?P<job>\d+) queued and waiting for resources"), Step(P, 2),
-             Step(R, "scancel {job}"), Step(EOF, None, 60)],
+            [
+                Step(E, rb"job (?P<job>\d+) queued and waiting for resources"),
+                Step(P, 2),
+                Step(R, "scancel {job}"),
+                Step(EOF, None, 60),
+            ],
             f"{VIA}; partition tiny filled by `{FILLER}`; the waiting job was scancel'd by id",
-            setup=FILLER, cleanup="scancel {setup} || true",
+            setup=FILLER,
+            cleanup="scancel {setup} || true",
         ),
         Transcript(
             "slurm-22.05-srun-cancelled-running.txt",
             "srun -J rik -v --pty bash -i",
-            [Step(E, rb"tasks started"), Step(E, prompt, 30), Step(S, PROBE_SLURM),
-             Step(E, rb"RIK-PROBE node=rik-c\d job=(?P<job>\d+)"), Step(E, prompt), Step(R, "scancel {job}"),
-             Step(EOF, None, 60)],
+            [
+                Step(E, rb"tasks started"),
+                Step(E, prompt, 30),
+                Step(S, PROBE_SLURM),
+                Step(E, rb"RIK-PROBE node=rik-c\d job=(?P<job>\d+)"),
+                Step(E, prompt),
+                Step(R, "scancel {job}"),
+                Step(EOF, None, 60),
+            ],
             f"{VIA}; the running job was scancel'd by id at the prompt",
         ),
         Transcript(
@@ -243,33 +272,61 @@ def transcripts() -> list[Transcript]:
         Transcript(
             "sge-8.1.9-qlogin.txt",
             "qlogin -verbose -now n -N rik",
-            [Step(E, rb"Establishing builtin session to host rik-c\d"), Step(E, prompt, 30), Step(P, 0.5),
-             Step(S, PROBE_SGE), Step(E, rb"RIK-PROBE host=rik-c\d"), Step(E, prompt), Step(S, "exit\n"),
-             Step(EOF, None, 30)],
+            [
+                Step(E, rb"Establishing builtin session to host rik-c\d"),
+                Step(E, prompt, 30),
+                Step(P, 0.5),
+                Step(S, PROBE_SGE),
+                Step(E, rb"RIK-PROBE host=rik-c\d"),
+                Step(E, prompt),
+                Step(S, "exit\n"),
+                Step(EOF, None, 30),
+            ],
             f"{VIA}; waited for the prompt before typing the RIK-PROBE line and exit",
         ),
         Transcript(
             "sge-8.1.9-qlogin-plain.txt",
             "qlogin -now n -N rik",
-            [Step(E, rb"Establishing builtin session to host rik-c\d"), Step(E, prompt, 30), Step(P, 0.5),
-             Step(S, PROBE_SGE), Step(E, rb"RIK-PROBE host=rik-c\d"), Step(E, prompt), Step(S, "exit\n"),
-             Step(EOF, None, 30)],
+            [
+                Step(E, rb"Establishing builtin session to host rik-c\d"),
+                Step(E, prompt, 30),
+                Step(P, 0.5),
+                Step(S, PROBE_SGE),
+                Step(E, rb"RIK-PROBE host=rik-c\d"),
+                Step(E, prompt),
+                Step(S, "exit\n"),
+                Step(EOF, None, 30),
+            ],
             f"{VIA}; without -verbose; waited for the prompt before typing",
         ),
         Transcript(
             "sge-8.1.9-qrsh.txt",
             "qrsh -verbose -now n -N rik -pe smp 2",
-            [Step(E, rb"Establishing builtin session to host rik-c\d"), Step(E, prompt, 30), Step(P, 0.5),
-             Step(S, PROBE_SGE), Step(E, rb"RIK-PROBE host=rik-c\d nslots=\w+"), Step(E, prompt),
-             Step(S, "exit\n"), Step(EOF, None, 30)],
+            [
+                Step(E, rb"Establishing builtin session to host rik-c\d"),
+                Step(E, prompt, 30),
+                Step(P, 0.5),
+                Step(S, PROBE_SGE),
+                Step(E, rb"RIK-PROBE host=rik-c\d nslots=\w+"),
+                Step(E, prompt),
+                Step(S, "exit\n"),
+                Step(EOF, None, 30),
+            ],
             f"{VIA}; qrsh without a command = interactive login (like qlogin): NSLOTS/JOB_ID are NOT set in it",
         ),
         Transcript(
             "sge-8.1.9-qrsh-pty-bash.txt",
             "qrsh -verbose -now n -N rik -pe smp 2 -pty y bash -i",
-            [Step(E, rb"Establishing builtin session to host rik-c\d"), Step(E, prompt, 30), Step(P, 0.5),
-             Step(S, PROBE_SGE), Step(E, rb"RIK-PROBE host=rik-c\d nslots=\w+"), Step(E, prompt),
-             Step(S, "exit\n"), Step(EOF, None, 30)],
+            [
+                Step(E, rb"Establishing builtin session to host rik-c\d"),
+                Step(E, prompt, 30),
+                Step(P, 0.5),
+                Step(S, PROBE_SGE),
+                Step(E, rb"RIK-PROBE host=rik-c\d nslots=\w+"),
+                Step(E, prompt),
+                Step(S, "exit\n"),
+                Step(EOF, None, 30),
+            ],
             f"{VIA}; qrsh with a command and -pty y: a job shell with NSLOTS, PE and JOB_ID set",
         ),
         Transcript(
@@ -287,29 +344,51 @@ def transcripts() -> list[Transcript]:
         Transcript(
             "sge-8.1.9-qlogin-qdel.txt",
             "qlogin -verbose -now n -N rik",
-            [Step(E, rb"Your interactive job (?P<job>\d+) has been successfully scheduled"),
-             Step(E, prompt, 30), Step(P, 0.5), Step(S, PROBE_SGE), Step(E, rb"RIK-PROBE host=rik-c\d"),
-             Step(E, prompt), Step(R, "qdel {job}"), Step(EOF, None, 60)],
+            [
+                Step(E, rb"Your interactive job (?P<job>\d+) has been successfully scheduled"),
+                Step(E, prompt, 30),
+                Step(P, 0.5),
+                Step(S, PROBE_SGE),
+                Step(E, rb"RIK-PROBE host=rik-c\d"),
+                Step(E, prompt),
+                Step(R, "qdel {job}"),
+                Step(EOF, None, 60),
+            ],
             f"{VIA}; the running job was qdel'd by id at the prompt",
         ),
         Transcript(
             "sge-8.1.9-qlogin-queued.txt",
             "qlogin -verbose -now n -N rik -l tiny",
-            [Step(E, rb"waiting for interactive job to be scheduled"), Step(P, 3), Step(R, "qdel {setup}"),
-             Step(E, rb"Establishing builtin session to host rik-c\d", 60), Step(E, prompt, 30), Step(P, 0.5),
-             Step(S, PROBE_SGE), Step(E, rb"RIK-PROBE host=rik-c\d"), Step(E, prompt), Step(S, "exit\n"),
-             Step(EOF, None, 30)],
+            [
+                Step(E, rb"waiting for interactive job to be scheduled"),
+                Step(P, 3),
+                Step(R, "qdel {setup}"),
+                Step(E, rb"Establishing builtin session to host rik-c\d", 60),
+                Step(E, prompt, 30),
+                Step(P, 0.5),
+                Step(S, PROBE_SGE),
+                Step(E, rb"RIK-PROBE host=rik-c\d"),
+                Step(E, prompt),
+                Step(S, "exit\n"),
+                Step(EOF, None, 30),
+            ],
             f"{VIA}; queue tiny.q filled first by `{SGE_FILLER}`, which was qdel'd ~3 s after the waiting line",
-            setup=SGE_FILLER, cleanup="qdel {setup} 2>/dev/null || true",
+            setup=SGE_FILLER,
+            cleanup="qdel {setup} 2>/dev/null || true",
         ),
         Transcript(
             "sge-8.1.9-qlogin-qdel-pending.txt",
             "qlogin -verbose -now n -N rik -l tiny",
-            [Step(E, rb"Your job (?P<job>\d+) \(\"rik\"\) has been submitted"),
-             Step(E, rb"waiting for interactive job to be scheduled"), Step(P, 2), Step(R, "qdel {job}"),
-             Step(EOF, None, 120)],
+            [
+                Step(E, rb"Your job (?P<job>\d+) \(\"rik\"\) has been submitted"),
+                Step(E, rb"waiting for interactive job to be scheduled"),
+                Step(P, 2),
+                Step(R, "qdel {job}"),
+                Step(EOF, None, 120),
+            ],
             f"{VIA}; tiny.q filled by `{SGE_FILLER}`; the waiting job was qdel'd by id (qlogin notices late)",
-            setup=SGE_FILLER, cleanup="qdel {setup} 2>/dev/null || true",
+            setup=SGE_FILLER,
+            cleanup="qdel {setup} 2>/dev/null || true",
         ),
     ]
 

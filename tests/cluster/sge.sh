@@ -13,6 +13,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 require_root "$@"
 
@@ -444,6 +445,7 @@ down() {
 
 # One run at a time: `up` of one caller and `down` of another must not interleave (both wipe and
 # start daemons).  The lock lives outside the state dir, which `down` removes.
+mkdir -p /run/lock
 exec 9>"/run/lock/rik-testcluster-sge.lock"
 flock -w 120 9 || die "another tests/cluster/sge.sh is still running"
 

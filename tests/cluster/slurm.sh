@@ -12,6 +12,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 require_root "$@"
 
@@ -184,7 +185,7 @@ check() {
 }
 
 up() {
-    local t0 ctld n restart=0
+    local t0 n restart=0
     t0=$(ms)
     CONF_CHANGED=0
     write_conf
@@ -304,6 +305,7 @@ down() {
 
 # One run at a time: `up` of one caller and `down` of another must not interleave (both wipe and
 # start daemons).  The lock lives outside the state dir, which `down` removes.
+mkdir -p /run/lock
 exec 9>"/run/lock/rik-testcluster-slurm.lock"
 flock -w 120 9 || die "another tests/cluster/slurm.sh is still running"
 
