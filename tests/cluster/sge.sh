@@ -345,7 +345,8 @@ print(json.dumps({
         "undo": "qdel the filler's job id (qsub -terse prints it)",
     },
     "job_env": ["JOB_ID (qrsh with a command; not in a qlogin login shell)", "NSLOTS", "PE"],
-    "cancel": "qdel ID  (a running qlogin exits 137 about 1 s later; a waiting one notices only after ~50 s)",
+    "cancel": "qdel ID  (a running qlogin exits 137 about 0.5 s later; a waiting one notices only 30-60 s later: "
+              "'...could not be scheduled, try again later.', exit 1)",
     "state": "qstat -u USER",
     "logs": {"qmaster": f"{e['SPOOL']}/qmaster/messages", "execd": f"{e['SPOOL']}/execd/HOST/messages"},
     "pid_files": {"qmaster": f"{e['D']}/sge_qmaster.pid", "execd": f"{e['D']}/sge_execd-HOST.pid"},

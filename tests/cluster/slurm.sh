@@ -243,7 +243,7 @@ print(json.dumps({
     },
     "job_env": ["SLURM_JOB_ID", "SLURMD_NODENAME"],
     "cancel": "scancel ID  (a running srun --pty exits 137 a few seconds later; a pending one exits 1)",
-    "state": "squeue -h -j ID -o '%T %N %R'",
+    "state": "squeue -h -j ID -o '%T %N %R'  (prints nothing once the job ended; add -t all to see it)",
 }))
 PY
     )"
