@@ -215,7 +215,8 @@ qc() {
     on_front qconf "$@" >>"$D/qconf.log" 2>&1 || { tail -n 5 "$D/qconf.log" >&2; die "qconf $* failed"; }
 }
 
-configure() {
+# What an execd needs before it starts: host lists, the global configuration, its exec host object.
+configure_hosts() {
     local n
     : >"$D/qconf.log"
     # rik-front (the qmaster host) is an admin host already; the exec hosts must be too.
@@ -226,14 +227,18 @@ configure() {
     mkdir -p "$D/conf"
     on_front qconf -sconf global | sed "${GLOBAL_SED[@]}" >"$D/conf/global"
     qc -Mconf "$D/conf/global"
-    on_front qconf -ssconf | sed "${SCHED_SED[@]}" >"$D/sched"
-    qc -Msconf "$D/sched"
-    { on_front qconf -sc | grep -v '^#'; echo "$TINY_COMPLEX"; } >"$D/complexes"
-    qc -Mc "$D/complexes"
     for n in "${EXECS[@]}"; do
         exechost_text "$n" >"$D/exechost-$n"
         qc -Ae "$D/exechost-$n"
     done
+}
+
+# The rest, done while the execds go through their start-up sleeps.
+configure_queues() {
+    on_front qconf -ssconf | sed "${SCHED_SED[@]}" >"$D/sched"
+    qc -Msconf "$D/sched"
+    { on_front qconf -sc | grep -v '^#'; echo "$TINY_COMPLEX"; } >"$D/complexes"
+    qc -Mc "$D/complexes"
     pe_text >"$D/pe-smp"
     qc -Ap "$D/pe-smp"
     queue_text all.q "rik-c1 rik-c2" 4 smp NONE >"$D/all.q"
@@ -298,10 +303,13 @@ up() {
         trace "cell reset"
         start_qmaster
         trace "qmaster up"
-        configure
-        trace configured
-        # In parallel: each execd sleeps ~3 s in its start-up (SGE's own fixed waits).
+        configure_hosts
+        trace "hosts configured"
+        # In parallel, and in parallel with the queue set-up: each execd sleeps ~2.5 s in its start-up
+        # (SGE's own fixed waits).  The queue instances appear on them when the queues are added.
         for n in "${EXECS[@]}"; do start_execd "$n" & done
+        configure_queues
+        trace "queues configured"
         wait
         for n in "${EXECS[@]}"; do wait_execd "$n"; done
         trace "execds up"
