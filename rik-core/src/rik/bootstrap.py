@@ -77,6 +77,9 @@ def render(spec: Bootstrap) -> str:
     lines: list[str] = []
     add = lines.append
     add("rik_main() {")
+    # Under a terminal, dash counts itself interactive when stdin and *stdout* are terminals: job control would
+    # then stop the background control reader (SIGTTIN). No job control here, ever.
+    add("set +m 2>/dev/null")
     add("exec 2>&1")
     add("umask 077")
     add("rik_base=${TMPDIR:-/tmp}")

@@ -333,7 +333,7 @@ class Launcher:
         self.pending = rest.encode()
         for line in lines:
             self.on_line(line)
-        if self.command.tty and self.starter_sent_at and not self.bootstrap_sent and _START.search(rest):
+        if self.command.tty and self.starter_sent_at and not self.bootstrap_sent and _START.search(text):
             self.send_bootstrap()
 
     def update_allocation(self) -> None:
@@ -528,6 +528,10 @@ class Launcher:
                 raise LaunchError(why)
             last = next((line for line in reversed(self.tail) if line.strip()), None)
             raise LaunchError(f"the kernel did not start{': ' + last.strip() if last else ''}")
+        if status is None and not self.stopping:
+            last = next((line.strip() for line in reversed(self.tail) if line.strip()), "no message")
+            log.error("the session ended before the kernel did: %s", last)
+            return 1
         if status not in (0, None) and not self.stopping:
             last = "; ".join(t.strip() for t in self.tail[-3:])
             log.error("the kernel exited with status %s%s", status, f": {last}" if last else "")

@@ -1,0 +1,122 @@
+"""Kernels in interactive jobs: real SLURM 22.05 and Grid Engine 8.1.9; PBS and LSF through the test emulators
+(tests/cluster/emulators: no PBS or LSF server can be installed here). Submit host rik-front, behind rik-gw."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from helpers import add_kernel, assert_nothing_left
+from kernels import started, wait_until
+
+COMPUTE = ("rik-c1", "rik-c2")
+
+
+@dataclass(frozen=True)
+class Sched:
+    interface: str
+    extra: tuple[str, ...]  # rik manage options
+    cpus_env: str  # where the job shows the CPUs it got
+    job_env: str | None  # the job id inside the job, where the scheduler sets it
+    queue_cmd: tuple[str, ...]  # lists the user's jobs on the submit host
+
+    def launch_cmd(self, cluster) -> tuple[str, ...]:
+        if self.interface == "pbs":
+            return ("--launch-cmd", cluster.section("pbs")["qsub"])
+        if self.interface == "lsf":
+            return ("--launch-cmd", cluster.section("lsf")["bsub"])
+        return ()
+
+
+SCHEDULERS = [
+    Sched("slurm", ("--cpus", "2"), "SLURM_CPUS_PER_TASK", "SLURM_JOB_ID", ("squeue", "-h", "-u", "rik", "-o", "%i %T")),
+    Sched("sge", ("--pe", "smp", "--cpus", "2"), "NSLOTS", None, ("qstat", "-u", "rik")),
+    Sched("sge_qrsh", ("--pe", "smp", "--cpus", "2"), "NSLOTS", "JOB_ID", ("qstat", "-u", "rik")),
+    Sched("pbs", ("--cpus", "2"), "NCPUS", "PBS_JOBID", ("/opt/rik-emulators/pbs/bin/qstat",)),
+    Sched("lsf", ("--cpus", "2"), "LSB_DJOB_NUMPROC", "LSB_JOBID", ("/opt/rik-emulators/lsf/bin/bjobs", "-noheader")),
+]
+
+
+def queue(cluster, sched: Sched) -> str:
+    return cluster.run("rik-front", list(sched.queue_cmd), user="rik", timeout=30).stdout
+
+
+@pytest.mark.parametrize("sched", SCHEDULERS, ids=[s.interface for s in SCHEDULERS])
+def test_kernel_in_a_job_on_a_compute_node(rik, cluster, jupyter_home: Path, sched: Sched) -> None:
+    name = add_kernel(rik, cluster, "-i", sched.interface, "-x", "rik-front", "-t", "rik-gw", "-n", "Job",
+                      *sched.extra, *sched.launch_cmd(cluster))
+    with started(name) as k:
+        info = json.loads(k.run(
+            "import json, os, socket; print(json.dumps({'host': socket.gethostname(), 'env': dict(os.environ)}))"
+        ))
+        assert info["host"] in COMPUTE
+        assert info["env"].get(sched.cpus_env) == "2", {k: v for k, v in info["env"].items() if "SLURM" in k or "NSLOTS" in k}
+        listed = queue(cluster, sched)
+        if sched.job_env:
+            job_id = info["env"][sched.job_env]
+            assert job_id.split(".")[0] in listed, listed
+        else:
+            assert listed.strip(), "the job is not in the queue"
+        k.run("x = 41")
+        assert k.interrupt_sleep() == "KeyboardInterrupt"
+        assert k.run("print(x + 1)").strip() == "42"
+    # Shut down: the job leaves the queue within seconds and nothing of the kernel remains on any node.
+    wait_until(lambda: not queue(cluster, sched).strip(), 30, what=f"{sched.interface} job to leave the queue")
+    assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)
+
+
+def _launch(jupyter_home: Path, name: str, tmp_path: Path, timeout: float = 90) -> subprocess.CompletedProcess:
+    argv = json.loads((jupyter_home / "data" / "kernels" / name / "kernel.json").read_text())["argv"]
+    conn = tmp_path / "conn.json"
+    conn.write_text(json.dumps({"key": "0" * 32, "signature_scheme": "hmac-sha256", "transport": "tcp", "ip": "127.0.0.1",
+                                "shell_port": 51001, "iopub_port": 51002, "stdin_port": 51003, "control_port": 51004, "hb_port": 51005}))
+    return subprocess.run([str(conn) if a == "{connection_file}" else a for a in argv], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_slurm_queue_timeout_cancels_the_pending_job(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
+    fill = cluster.section("slurm")["fill_queue"]
+    filler = cluster.run("rik-front", ["sbatch", "--parsable", *fill["filler"][1:]], user="rik2", timeout=30, check=True).stdout.strip()
+    try:
+        name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Wait",
+                          "--queue", fill["partition"], "--queue-timeout", "6")
+        begun = time.monotonic()
+        result = _launch(jupyter_home, name, tmp_path)
+        assert result.returncode != 0
+        assert "--queue-timeout=6" in result.stderr and "queued" in result.stderr, result.stderr
+        assert time.monotonic() - begun < 40
+        wait_until(lambda: not cluster.run("rik-front", ["squeue", "-h", "-u", "rik"], user="rik").stdout.strip(), 20,
+                   what="the pending job to be cancelled")
+    finally:
+        cluster.run("rik-front", ["scancel", filler], user="rik2", timeout=30)
+    assert_nothing_left(cluster, hosts=COMPUTE)
+
+
+def test_pbs_queue_timeout_cancels_the_pending_job(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
+    pbs = cluster.section("pbs")
+    name = add_kernel(rik, cluster, "-i", "pbs", "-x", "rik-front", "-t", "rik-gw", "-n", "Full", "--queue", "full",
+                      "--queue-timeout", "4", "--launch-cmd", pbs["qsub"])
+    result = _launch(jupyter_home, name, tmp_path)
+    assert result.returncode != 0 and "--queue-timeout=4" in result.stderr, result.stderr
+    assert "cancelling job" in result.stderr
+    wait_until(lambda: "Q" not in cluster.run("rik-front", [pbs["qstat"]], user="rik").stdout, 20, what="qdel")
+
+
+def test_an_unknown_partition_fails_fast_with_slurms_own_message(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
+    name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Bad", "--queue", "nosuch")
+    begun = time.monotonic()
+    result = _launch(jupyter_home, name, tmp_path)
+    assert result.returncode != 0 and time.monotonic() - begun < 30
+    errors = [line for line in result.stderr.splitlines() if "refused" in line]
+    assert len(errors) == 1 and "invalid partition" in errors[0].lower(), result.stderr
+
+
+def test_a_missing_scheduler_command_says_so(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
+    name = add_kernel(rik, cluster, "-i", "lsf", "-x", "rik-front", "-t", "rik-gw", "-n", "NoLsf")
+    result = _launch(jupyter_home, name, tmp_path)
+    assert result.returncode != 0
+    assert "bsub" in result.stderr and "not" in result.stderr, result.stderr
