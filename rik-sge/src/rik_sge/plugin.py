@@ -21,12 +21,13 @@ _WAITING = re.compile(r"waiting for interactive job to be scheduled")
 _SCHEDULED = re.compile(r"Your interactive job (\d+) has been successfully scheduled")
 _SESSION = re.compile(r"Establishing \S+ session to host (\S+?)(?: \.\.\.|\s*$)", re.M)
 _ERROR = re.compile(
-    r'^(Your "(?:qlogin|qrsh)" request could not be scheduled, try again later\.'
-    r"|Unable to run job: .+"
-    r"|error: .+"
-    r"|denied: .+"
-    r"|.*(?:qlogin|qrsh): (?:command )?not found"
-    r"|.*(?:qlogin|qrsh): No such file or directory)$",
+    r'(Your "(?:qlogin|qrsh)" request could not be scheduled, try again later\.'
+    r"|^Job was rejected because .+"
+    r"|^Unable to run job: .+"
+    r"|^error: .+"
+    r"|^denied: .+"
+    r"|^.*(?:qlogin|qrsh): (?:command )?not found"
+    r"|^.*(?:qlogin|qrsh): No such file or directory)$",
     re.M,
 )
 #: The login shell's prompt, after the session to the node is established.

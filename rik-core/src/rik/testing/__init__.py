@@ -1,0 +1,160 @@
+"""The contract suite for scheduler plugins (the ``rik-core[testing]`` extra).
+
+A plugin's tests subclass :class:`SchedulerContract` and say what their recorded transcripts must parse to::
+
+    import rik_condor.plugin
+    from rik.testing import Expect, SchedulerContract
+
+    class TestCondor(SchedulerContract):
+        plugin = rik_condor.plugin
+        interfaces = ("condor",)
+        transcripts = {
+            "tests/data/condor-submit-interactive.txt": Expect(job_id="42", node="node7"),
+            "tests/data/condor-refused.txt": Expect(error="no such pool"),
+        }
+
+pytest collects the inherited tests: declared names, argv-only commands, the parser against every transcript (fed
+as it arrived, chunk by chunk), cancel commands, other interfaces ignored, and the entry point installed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..models import RESOURCE_OPTIONS, Allocation, LaunchCommand, LaunchRequest, Resources, SchedulerInfo
+from ..plugins import ENTRY_POINT_GROUP, PluginHost
+
+__all__ = ["Expect", "SchedulerContract", "read_transcript"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expect:
+    """What a transcript must parse to. ``None`` fields are not checked; ``error`` is a substring."""
+
+    job_id: str | None = None
+    node: str | None = None
+    state: str | None = None
+    error: str | None = None
+    interface: str | None = None  # defaults to the suite's first interface
+
+
+def read_transcript(path: str | Path) -> str:
+    """A recorded transcript without its ``# key: value`` header lines, line endings normalised as rik does."""
+    raw = Path(path).read_bytes().decode("utf-8", "replace")
+    lines = raw.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and lines[0].startswith("# "):
+        lines.pop(0)
+    return "\n".join(lines)
+
+
+class SchedulerContract:
+    """Subclass and set :attr:`plugin`, :attr:`interfaces` and :attr:`transcripts`."""
+
+    plugin: ClassVar[Any]
+    interfaces: ClassVar[Sequence[str]]
+    transcripts: ClassVar[Mapping[str, Expect]] = {}
+    #: Resources every interface is asked to honour in the argv tests.
+    sample_resources: ClassVar[Resources] = Resources(
+        cpus=2, memory="4G", walltime="01:30:00", queue="q1", account="acct"
+    )
+
+    def host(self) -> PluginHost:
+        return PluginHost(entry_points=False, plugins=[("under-test", self.plugin)], disabled=frozenset())
+
+    def request(self, interface: str, **changes: Any) -> LaunchRequest:
+        info = self.host().scheduler(interface)
+        given = {k: v for k, v in self.sample_resources.given().items() if k in info.options}
+        return LaunchRequest(interface=interface, resources=Resources(**given), **changes)
+
+    # -- declaration ------------------------------------------------------------------------------------------
+    def test_declares_its_interfaces(self) -> None:
+        host = self.host()
+        record = next(r for r in host.records if r.name == "under-test")
+        assert record.status == "ok", record.error
+        declared = {s.name for s in record.schedulers}
+        assert set(self.interfaces) <= declared
+        for info in record.schedulers:
+            assert isinstance(info, SchedulerInfo)
+            assert re.fullmatch(r"[a-z][a-z0-9_]*", info.name), info.name
+            assert info.help, f"{info.name} has no help text"
+            assert set(info.options) <= set(RESOURCE_OPTIONS)
+
+    # -- launch -----------------------------------------------------------------------------------------------
+    def test_launch_command_is_an_argv_of_strings(self) -> None:
+        host = self.host()
+        for interface in self.interfaces:
+            command = host.build_launch_command(self.request(interface))
+            assert isinstance(command, LaunchCommand)
+            assert isinstance(command.argv, tuple) and all(isinstance(w, str) and w for w in command.argv)
+            if command.argv and not command.tty:
+                tail = tuple(command.argv[-2:])
+                assert tail == ("/bin/sh", "-s"), f"{interface}: a job that runs a command must run request.command"
+
+    def test_launch_command_passes_launch_cmd_and_extra_args(self) -> None:
+        host = self.host()
+        for interface in self.interfaces:
+            request = self.request(interface, launch_cmd="/opt/sched/bin/prog", extra_args=("--site-flag", "x y"))
+            argv = host.build_launch_command(request).argv
+            if not argv:
+                continue
+            assert argv[0] == "/opt/sched/bin/prog"
+            assert "--site-flag" in argv and "x y" in argv
+
+    def test_other_interfaces_are_left_to_other_plugins(self) -> None:
+        request = LaunchRequest(interface="rik-contract-nobody")
+        assert self.plugin.rik_build_launch_command(request=request) is None
+        assert self.plugin.rik_parse_allocation(request=request, output="") is None
+        assert self.plugin.rik_build_cancel_command(request=request, allocation=Allocation(job_id="1")) is None
+
+    # -- parsing ----------------------------------------------------------------------------------------------
+    def test_transcripts_parse_to_what_was_recorded(self) -> None:
+        host = self.host()
+        assert self.transcripts, "record at least one transcript of a real job"
+        for path, expect in self.transcripts.items():
+            text = read_transcript(path)
+            request = self.request(expect.interface or self.interfaces[0])
+            final = host.parse_allocation(request, text)
+            where = f"{path}: {final}"
+            if expect.job_id is not None:
+                assert final.job_id == expect.job_id, where
+            if expect.node is not None:
+                assert final.node == expect.node, where
+            if expect.state is not None:
+                assert final.state == expect.state, where
+            if expect.error is not None:
+                assert final.error and expect.error in final.error, where
+            else:
+                assert final.error is None, where
+            # Fed line by line as it arrives: the job id is known no later than the node, and never changes.
+            seen: str | None = None
+            for end in range(len(text) + 1):
+                if end < len(text) and text[end] != "\n":
+                    continue
+                partial = host.parse_allocation(request, text[:end])
+                if partial.node and expect.job_id:
+                    assert partial.job_id, f"{path}: node known before the job id"
+                if seen and partial.job_id:
+                    assert partial.job_id == seen, f"{path}: job id changed"
+                seen = partial.job_id or seen
+
+    # -- cancel -----------------------------------------------------------------------------------------------
+    def test_cancel_command_names_the_job(self) -> None:
+        host = self.host()
+        for interface in self.interfaces:
+            request = self.request(interface)
+            argv = host.build_cancel_command(request, Allocation(job_id="4242"))
+            assert isinstance(argv, tuple) and all(isinstance(w, str) for w in argv)
+            if argv:
+                assert "4242" in argv
+                assert host.build_cancel_command(request, Allocation()) == ()
+
+    # -- installation -----------------------------------------------------------------------------------------
+    def test_entry_point_is_installed(self) -> None:
+        from importlib_metadata import entry_points
+
+        modules = {ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        assert self.plugin.__name__ in modules, f"no '{ENTRY_POINT_GROUP}' entry point for {self.plugin.__name__}"
