@@ -189,7 +189,6 @@ def test_an_unknown_host_key_fails_fast_naming_the_host(rik, cluster, jupyter_ho
     assert_nothing_left(cluster)
 
 
-@pytest.mark.xfail(reason="known issue: after a killed tunnel the kernel sometimes stays unreachable (under investigation)", strict=False)
 def test_a_killed_tunnel_comes_back_and_the_kernel_keeps_its_state(rik, cluster, jupyter_home: Path) -> None:
     name = add_kernel(rik, cluster, "-i", "ssh", "-x", "rik-c1", *CHAIN, "-n", "Tunnel")
     with started(name) as k:
@@ -228,11 +227,13 @@ def _connections_to(address: str, port: int = 22) -> int:
 
 def test_kernels_on_one_host_share_one_authenticated_connection(rik, cluster, jupyter_home: Path) -> None:
     name = add_kernel(rik, cluster, "-i", "ssh", "-x", "rik-c2", *CHAIN, "-n", "Shared")
+    gw = cluster.hosts["rik-gw"].address
+    before = _connections_to(gw)  # connections other tests' kernels keep for reuse (ControlPersist)
     with started(name) as a, started(name) as b:
         assert a.run("import socket; print(socket.gethostname())").strip() == "rik-c2"
         assert b.run("import socket; print(socket.gethostname())").strip() == "rik-c2"
-        # Everything goes through the gateway: one TCP connection to it from here, shared by both kernels.
-        assert _connections_to(cluster.hosts["rik-gw"].address) == 1
+        # Everything goes through the gateway: at most one new TCP connection to it, shared by both kernels.
+        assert _connections_to(gw) - before <= 1
     assert_nothing_left(cluster)
 
 
