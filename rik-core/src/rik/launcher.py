@@ -412,13 +412,83 @@ class Launcher:
             return self.submit, self.chain
         return node, hops
 
-    def start_tunnel(self) -> None:
+    def start_tunnel(self, *, staged: bool = False) -> None:
+        """Start the ssh process that carries the five channels.
+
+        A tunnel that comes back (``staged``) forwards IOPub and the heartbeat first, and shell, control and stdin
+        only once the frontend's IOPub socket is back (:meth:`forward_rest`, through the tunnel's own control
+        socket). Otherwise a request the frontend queued meanwhile can reach the kernel before its IOPub
+        subscription does, and the kernel's PUB socket drops everything about it (busy, output, idle): the
+        frontend gets the reply but waits forever for the rest.
+        """
         assert self.ssh is not None and self.state.endpoints is not None
         target, hops = self.tunnel_route()
-        forwards = [(int(self.connection[k]), self.state.endpoints[k]) for k in CHANNEL_KEYS]
-        self.tunnel = Proc(self.ssh.tunnel(target, hops, forwards), tty=False, env=self.ssh.env(), name="tunnel")
+        later = ("shell_port", "control_port", "stdin_port") if staged else ()
+        first = [(int(self.connection[k]), self.state.endpoints[k]) for k in CHANNEL_KEYS if k not in later]
+        self.tunnel_rest = [(int(self.connection[k]), self.state.endpoints[k]) for k in later]
+        self.tunnel_control = self.ssh.dir / f"t-{os.getpid()}"
+        with contextlib.suppress(OSError):
+            self.tunnel_control.unlink()  # left by a tunnel that was killed
+        argv = self.ssh.tunnel(target, hops, first, control=self.tunnel_control if self.tunnel_rest else None)
+        self.tunnel = Proc(argv, tty=False, env=self.ssh.env(), name="tunnel")
         self.tunnel.close_input()
         self.tunnel_output = b""
+        self.tunnel_started = time.monotonic()
+        self.tunnel_up: float | None = None
+        self.tunnel_iopub: float | None = None
+
+    def iopub_connected(self) -> bool | None:
+        """Whether a frontend is connected to the local IOPub port; ``None`` when this system cannot tell."""
+        port = int(self.connection["iopub_port"])
+        mine = {f"0100007F:{port:04X}", f"7F000001:{port:04X}"}  # 127.0.0.1, either byte order
+        try:
+            with open("/proc/net/tcp") as fh:
+                rows = [line.split() for line in fh.readlines()[1:]]
+        except OSError:
+            return None
+        return any(len(row) > 3 and row[1] in mine and row[3] == "01" for row in rows)  # 01: established
+
+    def forward_rest(self) -> None:
+        """Shell, control and stdin for a tunnel that came back, once the frontend's IOPub had time to subscribe."""
+        assert self.ssh is not None and self.tunnel is not None
+        now = time.monotonic()
+        if self.tunnel_up is None:
+            if not self.tunnel_control.exists():
+                return  # still connecting
+            self.tunnel_up = now
+        # A frontend reconnects within a fraction of a second, then subscribes after a few round trips through
+        # the tunnel: fewer than connecting the tunnel took.
+        settle = min(max(self.tunnel_up - self.tunnel_started, 0.3), 3.0)
+        connected = self.iopub_connected()
+        if connected and self.tunnel_iopub is None:
+            self.tunnel_iopub = now
+        if self.tunnel_iopub is not None:
+            due = self.tunnel_iopub + settle
+        elif connected is None:  # cannot tell: leave the frontend time to reconnect
+            due = self.tunnel_up + 1.0 + settle
+        else:  # no frontend on IOPub (yet)
+            due = self.tunnel_up + 5.0
+        if now < due:
+            return
+        target, _ = self.tunnel_route()
+        rest, self.tunnel_rest = self.tunnel_rest, []
+        try:
+            result = subprocess.run(
+                self.ssh.forward(self.tunnel_control, target, rest),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=15,
+                env=self.ssh.env(),
+                preexec_fn=_child_setup,
+            )
+            failed, output = result.returncode != 0, result.stdout + result.stderr
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            failed, output = True, str(exc).encode()
+        if failed:  # e.g. a port taken meanwhile: this tunnel ends, and check_tunnel starts another one
+            self.tunnel_output = (self.tunnel_output + output)[-4000:]
+            self.tunnel.popen.terminate()
+        else:
+            log.debug("tunnel: shell, control and stdin forwarded again")
 
     def check_tunnel(self) -> None:
         if not self.tunnel or self.stopping:
@@ -430,6 +500,8 @@ class Launcher:
             self.tunnel_output = (self.tunnel_output + data)[-4000:]
         status = self.tunnel.poll()
         if status is None:
+            if self.tunnel_rest:
+                self.forward_rest()
             return
         now = time.monotonic()
         if self.tunnel_next == 0.0:
@@ -443,7 +515,7 @@ class Launcher:
             self.tunnel.stop()
             self.tunnel_restarts += 1
             self.tunnel_next = 0.0
-            self.start_tunnel()
+            self.start_tunnel(staged=True)
             log.info("tunnel re-established (attempt %d)", self.tunnel_restarts)
 
     # -- the loop --------------------------------------------------------------------------------------------

@@ -157,29 +157,44 @@ class SSHTransport:
             args.append(shlex.join(remote))
         return args
 
-    def tunnel(self, target: Endpoint, chain: Sequence[Endpoint], forwards: Sequence[tuple[int, str]]) -> list[str]:
+    def tunnel(
+        self,
+        target: Endpoint,
+        chain: Sequence[Endpoint],
+        forwards: Sequence[tuple[int, str]],
+        *,
+        control: Path | None = None,
+    ) -> list[str]:
         """One ssh process that forwards local ports (127.0.0.1 only) to remote ``host:port`` or socket paths.
 
         It has its own connection (not the shared master), so a tunnel can die and come back while the kernel's
-        session, and the kernel, carry on; its authentication still goes through the jump hosts' masters.
+        session, and the kernel, carry on; its authentication still goes through the jump hosts' masters. With
+        ``control`` it listens on that private socket (nobody else's master), so that :meth:`forward` can add
+        forwards to this very process later; it stays in the foreground, whatever ControlPersist says.
         """
-        args = [
-            *self.base(tunnel=True),
-            "-N",
-            "-T",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-o",
-            "ControlMaster=no",
-            "-o",
-            "ControlPath=none",
-        ]
+        args = [*self.base(tunnel=True), "-N", "-T", "-o", "ExitOnForwardFailure=yes"]
+        if control is None:
+            args += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+        else:
+            args += ["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-o", f"ControlPath={_escape(control)}"]
         for local_port, remote in forwards:
             args += ["-L", f"127.0.0.1:{local_port}:{remote}"]
         return args + self.destination(target, chain)
 
+    def forward(self, control: Path, target: Endpoint, forwards: Sequence[tuple[int, str]]) -> list[str]:
+        """ssh argv that asks the tunnel listening on ``control`` to add local forwards; it exits at once."""
+        args = [*self.base(tunnel=True), "-o", f"ControlPath={_escape(control)}", "-O", "forward"]
+        for local_port, remote in forwards:
+            args += ["-L", f"127.0.0.1:{local_port}:{remote}"]
+        return [*args, "--", target.host]
+
     def check_master(self, target: Endpoint, chain: Sequence[Endpoint]) -> list[str]:
         return [*self.base(), "-O", "check", *self.destination(target, chain)]
+
+
+def _escape(path: Path) -> str:
+    """A path for ControlPath, where ssh expands ``%`` tokens."""
+    return str(path).replace("%", "%%")
 
 
 _SSH_FAILURES: list[tuple[re.Pattern[str], str]] = [
