@@ -353,7 +353,7 @@ class Launcher:
             self.state.node = alloc.node
             self.allocated = True
             log.info("job %s running on %s", alloc.job_id or "", alloc.node)
-        elif self.command.node_from_shell and alloc.state == "running" and not self.allocated:
+        elif self.command.node_in_job and alloc.state == "running" and not self.allocated:
             self.allocated = True
             log.info("job %s running", alloc.job_id or "")
 

@@ -99,7 +99,7 @@ class LaunchCommand:
         input and output connected to the core.
     :param ready_pattern: a regular expression on the job's output after which the interactive shell accepts input
         (for ``tty`` jobs; ``None``: the core waits for the output to settle after the allocation is known).
-    :param node_from_shell: the node name is learnt inside the job (from ``hostname``) rather than from the
+    :param node_in_job: the node name is learnt inside the job (from ``hostname``) rather than from the
         scheduler's output.
     :param job_id_env: the environment variable that holds the job id inside the job (``SLURM_JOB_ID``), used when
         the scheduler's output does not give it.
@@ -108,7 +108,7 @@ class LaunchCommand:
     argv: tuple[str, ...]
     tty: bool = False
     ready_pattern: str | None = None
-    node_from_shell: bool = False
+    node_in_job: bool = False
     job_id_env: str | None = None
 
 

@@ -60,7 +60,7 @@ def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
         argv += ["-A", r.account]
     argv += list(request.extra_args)
     return LaunchCommand(
-        argv=tuple(argv), tty=True, ready_pattern=_PROMPT, node_from_shell=True, job_id_env="PBS_JOBID"
+        argv=tuple(argv), tty=True, ready_pattern=_PROMPT, node_in_job=True, job_id_env="PBS_JOBID"
     )
 
 
