@@ -51,3 +51,9 @@ def memory_amount(text: str) -> tuple[float, str]:
     if not m:
         raise UsageError(f"bad --memory {text!r}: use a number with K, M, G or T, e.g. 4G")
     return float(m.group(1)), (m.group(2) or "M").upper()
+
+
+def cancel_command(launch_cmd: str | None, program_name: str, job_id: str | None) -> tuple[str, ...]:
+    """``(scancel, ID)``-style cancel argv, the program next to ``--launch-cmd`` when that is a path; ``()`` when
+    no job id is known yet (nothing to cancel)."""
+    return (sibling_program(launch_cmd, program_name), job_id) if job_id else ()

@@ -7,6 +7,7 @@ New information arrives as new fields with defaults, so a plugin written against
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "RESOURCE_OPTIONS",
@@ -60,7 +61,7 @@ class Resources:
     queue: str | None = None
     account: str | None = None
 
-    def given(self) -> dict[str, object]:
+    def given(self) -> dict[str, Any]:
         """The options that were set, by name."""
         return {name: getattr(self, name) for name in RESOURCE_OPTIONS if getattr(self, name) is not None}
 

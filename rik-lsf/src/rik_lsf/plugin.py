@@ -6,7 +6,7 @@ import math
 import re
 
 from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, hookimpl
-from rik.helpers import memory_amount, program, sibling_program, walltime_seconds
+from rik.helpers import cancel_command, memory_amount, program, walltime_seconds
 
 INTERFACE = "lsf"
 
@@ -81,6 +81,4 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
 def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
     if request.interface != INTERFACE:
         return None
-    if not allocation.job_id:
-        return ()
-    return (sibling_program(request.launch_cmd, "bkill"), allocation.job_id)
+    return cancel_command(request.launch_cmd, "bkill", allocation.job_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, hookimpl
-from rik.helpers import hms, memory_amount, program, sibling_program, walltime_seconds
+from rik.helpers import cancel_command, hms, memory_amount, program, walltime_seconds
 
 INTERFACE = "pbs"
 
@@ -59,9 +59,7 @@ def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
     if r.account:
         argv += ["-A", r.account]
     argv += list(request.extra_args)
-    return LaunchCommand(
-        argv=tuple(argv), tty=True, ready_pattern=_PROMPT, node_in_job=True, job_id_env="PBS_JOBID"
-    )
+    return LaunchCommand(argv=tuple(argv), tty=True, ready_pattern=_PROMPT, node_in_job=True, job_id_env="PBS_JOBID")
 
 
 @hookimpl
@@ -83,6 +81,4 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
 def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
     if request.interface != INTERFACE:
         return None
-    if not allocation.job_id:
-        return ()
-    return (sibling_program(request.launch_cmd, "qdel"), allocation.job_id)
+    return cancel_command(request.launch_cmd, "qdel", allocation.job_id)

@@ -11,7 +11,7 @@ import posixpath
 import re
 
 from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, hookimpl
-from rik.helpers import hms, memory_amount, program, sibling_program, walltime_seconds
+from rik.helpers import cancel_command, hms, memory_amount, program, walltime_seconds
 
 QLOGIN, QRSH = "sge", "sge_qrsh"
 _OPTIONS = frozenset({"cpus", "pe", "memory", "walltime", "queue", "account"})
@@ -109,6 +109,4 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
 def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
     if request.interface not in (QLOGIN, QRSH):
         return None
-    if not allocation.job_id:
-        return ()
-    return (sibling_program(request.launch_cmd, "qdel"), allocation.job_id)
+    return cancel_command(request.launch_cmd, "qdel", allocation.job_id)

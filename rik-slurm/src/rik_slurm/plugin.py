@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, UsageError, hookimpl
-from rik.helpers import hms, memory_amount, program, sibling_program, walltime_seconds
+from rik.helpers import cancel_command, hms, memory_amount, program, walltime_seconds
 
 INTERFACE = "slurm"
 
@@ -92,6 +92,4 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
 def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
     if request.interface != INTERFACE:
         return None
-    if not allocation.job_id:
-        return ()
-    return (sibling_program(request.launch_cmd, "scancel"), allocation.job_id)
+    return cancel_command(request.launch_cmd, "scancel", allocation.job_id)
