@@ -260,3 +260,12 @@ def recreate_command(config: KernelConfig) -> str:
     if config.verbose:
         args.append("--verbose")
     return shlex.join(args)
+
+
+# Commands that live in their own modules (imported when `rik` starts; each keeps its heavy imports inside).
+from .doctor import doctor  # noqa: E402
+from .lifecycle import gc, ps  # noqa: E402
+
+cli.add_command(doctor)
+cli.add_command(ps)
+cli.add_command(gc)
