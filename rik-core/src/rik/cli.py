@@ -136,6 +136,11 @@ def cli() -> None:
 @click.option("--user", "user_install", is_flag=True, help="Install for this user (the default).")
 @click.option("--prefix", metavar="DIR", help="Install under DIR/share/jupyter/kernels.")
 @click.option("--replace", is_flag=True, help="Overwrite a kernel of the same name.")
+@click.option(
+    "--provisioner",
+    is_flag=True,
+    help="Start the kernel through rik's jupyter_client kernel provisioner (pending while the job queues).",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would be done, change nothing.")
 @click.argument("names", nargs=-1)
 @click.pass_context

@@ -18,6 +18,7 @@ from .errors import UsageError
 __all__ = ["InstalledKernel", "find_kernels", "install", "kernels_dir", "remove"]
 
 METADATA_KEY = "rik"
+PROVISIONER_NAME = "rik-provisioner"  # entry point in group jupyter_client.kernel_provisioners
 
 
 def kernels_dir(*, system: bool = False, prefix: str | None = None) -> Path:
@@ -51,13 +52,21 @@ class InstalledKernel:
         return list(argv) if isinstance(argv, list) else None
 
 
-def build_spec(config: KernelConfig, display_name: str, manage_argv: list[str] | None) -> dict[str, Any]:
-    """The kernel.json of a rik kernel: the universal argv form every front end runs."""
+def build_spec(
+    config: KernelConfig, display_name: str, manage_argv: list[str] | None, *, provisioner: bool = False
+) -> dict[str, Any]:
+    """The kernel.json of a rik kernel: the universal argv form every front end runs.
+
+    ``{connection_file}`` is its own argv word after ``-f``: front ends that rewrite a Python kernel's argv (older
+    VS Code releases drop the word before ``{connection_file}`` and append ``--f=FILE --shell=PORT ...``) then
+    remove ``-f`` and nothing of rik's configuration. ``provisioner``: jupyter_client starts the kernel through
+    rik's kernel provisioner (rik.provisioner); the argv stays, for front ends that ignore provisioners.
+    """
     # Front ends substitute {name} in every argv word: the kernel command's own {connection_file} must survive
     # to the remote side, so braces inside the JSON are written as JSON escapes.
     encoded = re.sub(r"\{(\w+)\}", r"\\u007b\1\\u007d", config.dumps())
-    return {
-        "argv": [sys.executable, "-m", "rik", "--kernel-config", encoded, "{connection_file}"],
+    spec: dict[str, Any] = {
+        "argv": [sys.executable, "-m", "rik", "--kernel-config", encoded, "-f", "{connection_file}"],
         "display_name": display_name,
         "language": config.language,
         "interrupt_mode": config.effective_interrupt_mode(),
@@ -69,6 +78,9 @@ def build_spec(config: KernelConfig, display_name: str, manage_argv: list[str] |
             "debugger": False,
         },
     }
+    if provisioner:
+        spec["metadata"]["kernel_provisioner"] = {"provisioner_name": PROVISIONER_NAME, "config": {}}
+    return spec
 
 
 def install(name: str, spec: dict[str, Any], *, destination: Path, replace: bool) -> Path:

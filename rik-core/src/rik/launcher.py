@@ -696,31 +696,55 @@ _VSCODE_FLAGS = {
 }
 
 
+def _unquote(value: str) -> str:
+    """VS Code writes ``--transport="tcp"`` and ``--Session.key=b"..."`` with the quotes inside the argv word."""
+    if value[:2] in ('b"', "b'") and len(value) >= 3 and value[-1] == value[1]:
+        return value[2:-1]
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
 def parse_args(argv: Sequence[str]) -> tuple[KernelConfig, str, dict[str, Any]]:
-    parser = argparse.ArgumentParser(prog="python -m rik", add_help=True)
+    """``--kernel-config JSON [-f] FILE``, plus the flags VS Code appends to Python kernels
+    (``--ip= --shell= --iopub= --stdin= --control= --hb= --transport= --Session.key= --f=``): those win over the
+    file, and rebuild the connection when the file is missing or empty (a name VS Code gave but never wrote)."""
+    parser = argparse.ArgumentParser(prog="python -m rik", add_help=True, allow_abbrev=False)
     parser.add_argument("--kernel-config", required=True)
+    parser.add_argument("-f", dest="connection_flag")
     parser.add_argument("connection_file", nargs="?")
     known, extra = parser.parse_known_args(list(argv))
     config = KernelConfig.loads(known.kernel_config)
     overrides: dict[str, Any] = {}
     for word in extra:
-        m = re.match(r"--([\w.]+)=(.*)$", word)
+        m = re.match(r"--([\w.]+)=(.*)$", word, re.S)
         if m and m.group(1) in _VSCODE_FLAGS:
-            value: Any = m.group(2)
             name = _VSCODE_FLAGS[m.group(1)]
+            value: Any = _unquote(m.group(2))
             if name.endswith("_port"):
-                value = int(value)
-            if name == "key" and value.startswith(("b'", 'b"')):
-                value = value[2:-1]
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise RikError(f"{word}: not a port number") from None
             overrides[name] = value
-    path = known.connection_file or overrides.pop("connection_file", None)
+    flag_file = overrides.pop("connection_file", None)
+    path = known.connection_flag or known.connection_file or flag_file
     if not path:
         raise RikError("no connection file given")
+    complete = all(k in overrides for k in CHANNEL_KEYS) and "key" in overrides
     try:
-        connection = json.loads(Path(path).read_text())
+        text = Path(path).read_text()
+        connection = json.loads(text) if text.strip() or not complete else {}
     except (OSError, ValueError) as exc:
-        raise RikError(f"cannot read the connection file {path}: {exc}") from None
-    overrides.pop("connection_file", None)
+        if not complete:
+            raise RikError(f"cannot read the connection file {path}: {exc}") from None
+        connection = {}
+    if not connection:  # rebuilt from the flags alone; written for a kernel that reads this very file
+        connection = {"transport": "tcp", "ip": "127.0.0.1", "signature_scheme": "hmac-sha256", **overrides}
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(connection, fh)
     connection.update(overrides)
     return config, path, connection
 

@@ -55,7 +55,7 @@ def add_kernel(opts: dict[str, Any], manage_argv: list[str]) -> None:
     host.build_launch_command(config.request())
     name = config.kernel_name(scheduler)
     display = config.display_name(scheduler)
-    spec = kernelspecs.build_spec(config, display, manage_argv)
+    spec = kernelspecs.build_spec(config, display, manage_argv, provisioner=bool(opts.get("provisioner")))
     destination = kernelspecs.kernels_dir(system=opts["system"], prefix=opts["prefix"])
     if opts.get("dry_run"):
         click.echo(f"Would add kernel {name!r} ({display}) in {destination}")
@@ -91,7 +91,10 @@ def show_kernels(names: tuple[str, ...]) -> None:
             value = getattr(config, key)
             if value is not None:
                 click.echo(f"  {key.replace('_', ' ')}: {value}")
-        click.echo(f"  recreate: {recreate_command(config)}")
+        provisioner = "kernel_provisioner" in kernel.spec.get("metadata", {})
+        if provisioner:
+            click.echo(f"  provisioner: {kernel.spec['metadata']['kernel_provisioner'].get('provisioner_name')}")
+        click.echo(f"  recreate: {recreate_command(config)}{' --provisioner' if provisioner else ''}")
 
 
 def delete_kernels(names: tuple[str, ...], *, dry_run: bool = False) -> None:

@@ -1,0 +1,186 @@
+"""rik's jupyter_client kernel provisioner: ``rik manage --add --provisioner``.
+
+A kernelspec whose ``metadata.kernel_provisioner.provisioner_name`` is ``rik-provisioner`` is started by
+jupyter_client (7 and later: JupyterLab, Notebook 7, jupyter_server, nbclient, papermill) through this class
+instead of its default one. It runs the same launcher as every rik kernelspec (the spec's argv,
+``python -m rik --kernel-config JSON -f {connection_file}``), so the configuration and the behaviour are the same:
+interrupts (signal or message), shutdown that ends the kernel and cancels the job, a launcher that cleans up
+whatever happens to it. What only a provisioner can add:
+
+- **A start that lasts as long as the queue.** The start returns once the job runs and the kernel answers its
+  heartbeat through the tunnel, not as soon as the launcher process exists. With jupyter_server's pending kernels
+  (``use_pending_kernels``) the notebook opens at once and shows the kernel as starting while the job waits;
+  ``kernel_info_timeout`` counts only from the moment the kernel runs, so a long queue wait never makes the kernel
+  "dead" (docs/frontends.md).
+- **Cancel while queued.** A kernel shut down while its job still waits (jupyter_server cancels the pending start)
+  stops the launcher, which cancels the job.
+- **The reason of a failed start, in the front end.** The launcher's messages still go to the server's log; the
+  last ones also become the error the front end shows.
+- **Restart told apart from shutdown.** Both end the kernel and cancel its job (a restart then submits a new job:
+  there is never a second job of the same kernel in the queue). A restart keeps the connection file and the ports;
+  a shutdown releases them. Either way the launcher is given the time to cancel the job before it is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import subprocess
+import threading
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning import LocalProvisioner
+
+from .kernelspecs import PROVISIONER_NAME
+
+__all__ = ["PROVISIONER_NAME", "RikProvisioner"]
+
+_PROBE_SECONDS = 1.0  # how long one heartbeat probe waits for its echo
+_SHUTDOWN_SECONDS = 20.0  # at least this long before jupyter_client kills a launcher that is still cleaning up
+
+
+class RikProvisioner(LocalProvisioner):
+    """Launches rik's launcher and reports the kernel started only once it answers."""
+
+    _restart: bool | None = None  # what the last shutdown was for: restart (True) or shutdown (False)
+    _tail: collections.deque[str] | None = None  # the launcher's last lines on stderr
+    _pump: threading.Thread | None = None
+
+    # -- start -------------------------------------------------------------------------------------------------
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        self._restart = None
+        capture = kwargs.get("stderr") is None
+        if capture:
+            kwargs["stderr"] = subprocess.PIPE
+        connection_info = await super().launch_kernel(cmd, **kwargs)
+        if capture:
+            self._start_pump()
+        self.log.info("rik: kernel launcher %s started; waiting for the kernel (and its job)", self.pid)
+        await self._until_ready()
+        self.log.info("rik: kernel ready (launcher %s)", self.pid)
+        return connection_info
+
+    def _start_pump(self) -> None:
+        """Copy the launcher's stderr to ours (as the argv form would), keeping the last lines for errors."""
+        assert self.process is not None and self.process.stderr is not None
+        fd = os.dup(self.process.stderr.fileno())  # ours: jupyter_client closes the pipe object when it reaps
+        self.process.stderr.close()
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._tail = tail
+
+        def pump() -> None:
+            pending = b""
+            try:
+                while True:
+                    data = os.read(fd, 65536)
+                    if not data:
+                        break
+                    with contextlib.suppress(OSError):
+                        os.write(2, data)
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    tail.extend(line.decode("utf-8", "replace") for line in lines if line.strip())
+            except OSError:
+                pass
+            finally:
+                if pending.strip():
+                    tail.append(pending.decode("utf-8", "replace"))
+                os.close(fd)
+
+        self._pump = threading.Thread(target=pump, name=f"rik-launcher-{self.pid}-stderr", daemon=True)
+        self._pump.start()
+
+    async def _until_ready(self) -> None:
+        info = self.connection_info
+        transport, ip, port = info.get("transport", "tcp"), info.get("ip", "127.0.0.1"), info["hb_port"]
+        url = f"tcp://{ip}:{port}" if transport == "tcp" else f"ipc://{ip}-{port}"
+        context = zmq.asyncio.Context()
+        try:
+            while True:
+                status = self.process.poll() if self.process is not None else 0
+                if status is not None:
+                    raise RuntimeError(await self._failure(status))
+                if self._start_cancelled():
+                    await self._abandon()
+                    raise RuntimeError("the kernel was shut down before its job started; the job is cancelled")
+                if await _heartbeat(context, url):
+                    return
+        except asyncio.CancelledError:
+            await self._abandon()
+            raise
+        finally:
+            context.destroy(linger=0)
+
+    def _start_cancelled(self) -> bool:
+        """jupyter_server cancels a pending kernel's ``ready`` future when that kernel is shut down."""
+        ready = getattr(self.parent, "_ready", None)
+        return bool(ready is not None and ready.cancelled())
+
+    async def _abandon(self) -> None:
+        """Stop a launcher whose kernel is no longer wanted: SIGTERM makes it cancel the job and clean up."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.log.info("rik: kernel start cancelled; stopping launcher %s (it cancels the job)", self.pid)
+        await self.terminate()
+        try:
+            await asyncio.wait_for(self.wait(), timeout=_SHUTDOWN_SECONDS)
+        except asyncio.TimeoutError:
+            await self.kill()
+            await self.wait()
+
+    async def _failure(self, status: int) -> str:
+        if self._pump is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._pump.join, 2.0)
+        lines = [_strip_prefix(line) for line in (self._tail or ())]
+        said = "; ".join(line for line in lines[-3:] if line)
+        return f"the rik launcher exited (status {status}) before the kernel was ready" + (f": {said}" if said else "")
+
+    # -- shutdown and restart ----------------------------------------------------------------------------------
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        self._restart = restart
+        if restart:
+            self.log.info("rik: restarting: the launcher ends the kernel and cancels its job, then a new one starts")
+        await super().shutdown_requested(restart=restart)
+
+    def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
+        # jupyter_client sends SIGTERM after half of this and SIGKILL after all of it: leave the launcher the time
+        # to end the kernel and cancel the job through the gateways (a killed launcher cannot cancel anything).
+        return max(recommended, _SHUTDOWN_SECONDS)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await super().cleanup(restart=restart)  # ports are kept across a restart, released on shutdown
+        if self._pump is not None and not self._pump.is_alive():
+            self._pump = None
+
+    @property
+    def restarting(self) -> bool | None:
+        """True while a restart is under way, False for a shutdown, None before either was asked for."""
+        return self._restart
+
+
+async def _heartbeat(context: zmq.asyncio.Context, url: str) -> bool:
+    """One echo on the kernel's heartbeat channel: True once the kernel is there through the tunnel."""
+    sock = context.socket(zmq.REQ)
+    sock.linger = 0
+    try:
+        sock.connect(url)
+        await sock.send(b"rik-provisioner")
+        if await sock.poll(int(_PROBE_SECONDS * 1000)):
+            await sock.recv()
+            return True
+        return False
+    finally:
+        sock.close(linger=0)
+
+
+def _strip_prefix(line: str) -> str:
+    """``[rik 12:00:00.000] message`` -> ``message``."""
+    line = line.strip()
+    if line.startswith("[rik ") and "] " in line:
+        return line.split("] ", 1)[1]
+    return line
