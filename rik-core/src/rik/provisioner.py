@@ -107,7 +107,8 @@ class RikProvisioner(LocalProvisioner):
                     raise RuntimeError(await self._failure(status))
                 if self._start_cancelled():
                     await self._abandon()
-                    raise RuntimeError("the kernel was shut down before its job started; the job is cancelled")
+                    # Cancelled, not failed: jupyter_client has nothing to report (its ready future is cancelled).
+                    raise asyncio.CancelledError("the kernel was shut down before it started; its job is cancelled")
                 if await _heartbeat(context, url):
                     return
         except asyncio.CancelledError:
@@ -136,8 +137,8 @@ class RikProvisioner(LocalProvisioner):
     async def _failure(self, status: int) -> str:
         if self._pump is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._pump.join, 2.0)
-        lines = [_strip_prefix(line) for line in (self._tail or ())]
-        said = "; ".join(line for line in lines[-3:] if line)
+        lines = [_strip_prefix(line) for line in (self._tail or ()) if line.strip()]
+        said = lines[-1] if lines else ""  # the launcher ends with its reason
         return f"the rik launcher exited (status {status}) before the kernel was ready" + (f": {said}" if said else "")
 
     # -- shutdown and restart ----------------------------------------------------------------------------------
