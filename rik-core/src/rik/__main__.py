@@ -6,7 +6,7 @@ import sys
 
 
 def _run() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] in ("manage", "plugins", "--help", "-h", "--version", "-V"):
+    if not any(arg.startswith("--kernel-config") for arg in sys.argv[1:]):  # not a kernelspec: the `rik` CLI
         from .cli import main as cli_main
 
         return cli_main(sys.argv[1:])

@@ -89,8 +89,18 @@ def render(spec: Bootstrap) -> str:
         'rik_d=$(mktemp -d "$rik_base/rik-XXXXXXXX" 2>/dev/null) || { rik_d=$rik_base/rik-$$-$(date +%s); mkdir -m 700 "$rik_d"; } || { echo "RIK-ERROR cannot create a private directory in $rik_base"; exit 1; }'
     )
     add('chmod 700 "$rik_d"')
+    # Who owns this directory; and a janitor: directories of earlier kernels on this host whose bootstrap was
+    # killed outright (a scheduler ending a job sends SIGKILL, so no trap runs) are removed.
+    add('echo "$$ $(hostname)" > "$rik_d/owner"')
+    add('for rik_o in "$rik_base"/rik-*/owner; do')
+    add('  [ -f "$rik_o" ] && [ "${rik_o%/owner}" != "$rik_d" ] || continue')
+    add('  read -r rik_op rik_oh < "$rik_o" 2>/dev/null || continue')
+    add('  [ "$rik_oh" = "$(hostname)" ] && ! kill -0 "$rik_op" 2>/dev/null && rm -rf "${rik_o%/owner}"')
+    add("done")
     add("trap 'rm -rf \"$rik_d\"; exit 129' HUP")
     add("trap 'rm -rf \"$rik_d\"; exit 143' TERM")
+    # When rik is gone its end of our output is too: a write then raises SIGPIPE, which must clean up as well.
+    add("trap 'rm -rf \"$rik_d\"; exit 141' PIPE")
     job = f"${{{job_var}:-}}" if job_var else ""
     add(f'echo "RIK-NODE $(hostname) {job} $rik_d"')
     # Working directory: --workdir, else the local one when it exists here, else home.
@@ -194,6 +204,7 @@ def render(spec: Bootstrap) -> str:
     if spec.mode != "direct":
         add('    rm -f "$rik_cf"')
     add('    : > "$rik_d/ready"')
+    add('    echo "RIK-PID $(cat "$rik_d/pid" 2>/dev/null)"')
     if spec.mode == "ipc":
         add('    echo "RIK-READY ipc $rik_d/k"')
     elif spec.mode == "tcp":

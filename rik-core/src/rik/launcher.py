@@ -32,11 +32,12 @@ from .errors import LaunchError, RikError
 from .models import Allocation, LaunchCommand, LaunchRequest
 from .plugins import PluginHost
 from .ssh import SSHSettings, SSHTransport, explain_ssh_failure
+from .state import KernelState
 
 log = logging.getLogger("rik")
 
 CHANNEL_KEYS = bootstrap.CHANNELS
-_MARKER = re.compile(r"^RIK-(START|NODE|WORKDIR|READY|EXIT|ERROR|RETRY)\b ?(.*)$")
+_MARKER = re.compile(r"^RIK-(START|NODE|WORKDIR|READY|PID|EXIT|ERROR|RETRY)\b ?(.*)$")
 _START = re.compile(r"RIK-START\d+")
 
 
@@ -227,6 +228,21 @@ class Launch:
     error: str | None = None
 
 
+def kernel_route(
+    has_job: bool, submit: Endpoint | None, chain: tuple[Endpoint, ...], node: str | None
+) -> tuple[Endpoint, tuple[Endpoint, ...]]:
+    """The host the kernel runs on, and the hops before it: the host itself for plain SSH; for a job, its node
+    reached through the chain and the submit host."""
+    if not has_job:
+        assert submit is not None
+        return submit, chain
+    target = parse_endpoint(node or "", "node")
+    hops = chain + ((submit,) if submit else ())
+    if submit and target.host == submit.host:
+        return submit, chain
+    return target, hops
+
+
 class Launcher:
     def __init__(self, config: KernelConfig, connection_file: str, connection: dict[str, Any]) -> None:
         self.config = config
@@ -260,6 +276,12 @@ class Launcher:
         self.last_output_at = time.monotonic()
         self.stopping = False
         self.allocated = not self.command.argv  # no job: the shell is there at once
+        self.record = KernelState(
+            name=Path(connection_file).stem,
+            launcher_pid=os.getpid(),
+            config=config.to_json(),
+            connection_file=connection_file,
+        )
 
     # -- signals ---------------------------------------------------------------------------------------------
     def install_signals(self) -> int:
@@ -345,6 +367,7 @@ class Launcher:
         if alloc.job_id and alloc.job_id != self.state.job_id:
             self.state.job_id = alloc.job_id
             log.info("job %s submitted", alloc.job_id)
+            self.save_state()
         if alloc.error:
             raise LaunchError(f"the scheduler refused the job: {alloc.error}")
         if (alloc.state, alloc.reason) != (old.state, old.reason) and alloc.state and not alloc.node:
@@ -381,6 +404,8 @@ class Launcher:
         elif kind == "ERROR":
             self.state.error = rest
             log.error("%s", rest)
+        elif kind == "PID":
+            self.record.kernel_pid = int(rest) if rest.strip().isdigit() else None
         elif kind == "RETRY":
             log.info("retrying the kernel start: %s", rest)
         elif kind == "EXIT":
@@ -396,21 +421,23 @@ class Launcher:
         elif kind == "tcp":
             self.state.endpoints = {k: f"127.0.0.1:{p}" for k, p in zip(CHANNEL_KEYS, words[1:], strict=False)}
         self.state.ready = True
+        self.save_state()
         if self.state.endpoints:
             self.start_tunnel()
         log.info("kernel ready (%.2f s)", time.monotonic() - self.started_at)
 
+    def save_state(self) -> None:
+        """Record job, node and remote pid as soon as they are known (``rik ps``, ``rik gc``)."""
+        self.record.job_id = self.state.job_id
+        self.record.node = self.state.node
+        self.record.remote_dir = self.state.remote_dir
+        self.record.ready = self.state.ready
+        self.record.save()
+
     # -- tunnels ---------------------------------------------------------------------------------------------
     def tunnel_route(self) -> tuple[Endpoint, tuple[Endpoint, ...]]:
         """The kernel's host, and the hops before it."""
-        if not self.command.argv:  # plain SSH: the kernel runs on the host itself
-            assert self.submit is not None
-            return self.submit, self.chain
-        node = parse_endpoint(self.state.node or "", "node")
-        hops = self.chain + ((self.submit,) if self.submit else ())
-        if self.submit and node.host == self.submit.host:
-            return self.submit, self.chain
-        return node, hops
+        return kernel_route(bool(self.command.argv), self.submit, self.chain, self.state.node)
 
     def start_tunnel(self, *, staged: bool = False) -> None:
         """Start the ssh process that carries the five channels.
@@ -626,6 +653,7 @@ class Launcher:
                 time.sleep(0.02)
             self.job.stop(1.0)
         self.cancel_job()
+        self.record.remove()
 
     def wait_for_exit(self, timeout: float) -> None:
         assert self.job is not None

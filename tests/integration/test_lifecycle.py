@@ -1,0 +1,135 @@
+"""Lifecycle on the real cluster: a killed launcher, restarts, a killed kernel, a gateway's sshd restarted, and
+`rik ps` / `rik gc` against an orphaned kernel. Every test ends by proving nothing of the kernel remains."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import add_kernel, assert_nothing_left, user_processes
+from jupyter_client.manager import KernelManager
+from kernels import started, wait_until
+
+COMPUTE = ("rik-c1", "rik-c2")
+SLURM_QUEUE = ["squeue", "-h", "-u", "rik", "-o", "%i"]
+SGE_QUEUE = ["qstat", "-u", "rik"]
+
+
+def jobs(cluster, argv: list[str]) -> list[str]:
+    out = cluster.run("rik-front", argv, user="rik", timeout=30).stdout
+    return [line for line in out.splitlines() if line.strip() and not line.startswith(("job-ID", "---"))]
+
+
+KINDS = {
+    "ssh": (("-i", "ssh", "-x", "rik-c1", "-t", "rik-gw", "rik-front"), None),
+    "slurm": (("-i", "slurm", "-x", "rik-front", "-t", "rik-gw"), SLURM_QUEUE),
+    "sge": (("-i", "sge", "-x", "rik-front", "-t", "rik-gw"), SGE_QUEUE),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_kill_9_of_the_launcher_leaves_nothing_after_the_grace_period(rik, cluster, jupyter_home: Path, kind: str) -> None:
+    args, queue = KINDS[kind]
+    name = add_kernel(rik, cluster, *args, "-n", f"Kill {kind}", "--grace", "3")
+    with started(name) as k:
+        assert k.run("import socket; print(socket.gethostname())").strip() in ("rik-c1", "rik-c2")
+        if queue:
+            assert jobs(cluster, queue)
+        os.kill(k.launcher_pid(), signal.SIGKILL)
+        if queue:
+            wait_until(lambda: not jobs(cluster, queue), 30, what=f"the {kind} job to leave the queue")
+        wait_until(lambda: not user_processes(cluster, "rik"), 20, what="every process of the kernel to end")
+    # A scheduler that ends a job with SIGKILL leaves the kernel's (keyless) directory: `rik gc` removes it.
+    rik("gc", check=True)
+    assert_nothing_left(cluster, timeout=5)
+
+
+@pytest.mark.parametrize("kind", ["slurm", "sge"])
+def test_restart_leaves_exactly_one_job(rik, cluster, jupyter_home: Path, kind: str) -> None:
+    args, queue = KINDS[kind]
+    assert queue is not None
+    name = add_kernel(rik, cluster, *args, "-n", f"Restart {kind}")
+    with started(name) as k:
+        k.run("x = 1")
+        k.restart()
+        assert k.run("print('x' in globals())").strip() == "False"
+        # The old job was cancelled at shutdown; the scheduler may take a moment to finish completing it.
+        wait_until(lambda: len(jobs(cluster, queue)) == 1, 15, what="exactly one job after the restart")
+        k.restart()
+        wait_until(lambda: len(jobs(cluster, queue)) == 1, 15, what="exactly one job after the second restart")
+        assert k.run("print(1 + 1)").strip() == "2"
+    wait_until(lambda: not jobs(cluster, queue), 30, what="the job to leave the queue")
+    assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)
+
+
+def test_a_killed_kernel_ends_the_launcher_and_the_job_with_the_reason(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
+    name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Dies")
+    km = KernelManager(kernel_name=name)
+    log = tmp_path / "launcher.log"
+    with open(log, "wb") as fh:
+        km.start_kernel(stderr=fh)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        reply = kc.execute_interactive("import os, socket; print(os.getpid(), socket.gethostname())", timeout=30)
+        assert reply["content"]["status"] == "ok"
+        info = json.loads(subprocess.run([sys.executable, "-m", "rik", "ps", "--json"], capture_output=True, text=True, check=True).stdout)
+        mine = [r for r in info if r["name"] == Path(km.connection_file).stem]
+        assert len(mine) == 1 and mine[0]["status"] == "running" and mine[0]["job_id"]
+        node, pid = mine[0]["where"].split()[0], mine[0]["kernel_pid"]
+        cluster.run(node, ["kill", "-9", str(pid)], timeout=30, check=True)
+        wait_until(lambda: km.provisioner.process.poll() is not None, 20, what="the launcher to exit")
+    finally:
+        kc.stop_channels()
+        if km.is_alive():
+            km.shutdown_kernel(now=True)
+        km.cleanup_resources()
+    text = log.read_text()
+    assert "the kernel exited with status" in text, text
+    assert f"cancelling job {mine[0]['job_id']}" in text
+    wait_until(lambda: not jobs(cluster, SLURM_QUEUE), 30, what="the job to leave the queue")
+    assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)
+
+
+def test_restarting_the_gateways_sshd_does_not_lose_the_kernel(rik, cluster, jupyter_home: Path) -> None:
+    name = add_kernel(rik, cluster, "-i", "ssh", "-x", "rik-c2", "-t", "rik-gw", "rik-front", "-n", "Gateway")
+    with started(name) as k:
+        k.run("x = 'kept'")
+        old = cluster.sshd_pid("rik-gw")
+        subprocess.run([str(Path(__file__).parents[1] / "cluster" / "hosts.sh"), "restart-sshd", "rik-gw"], check=True, timeout=60,
+                       capture_output=True)
+        assert cluster.sshd_pid("rik-gw") != old
+        assert k.run("print(x)", timeout=60).strip() == "kept"
+    assert_nothing_left(cluster)
+
+
+def test_rik_ps_and_rik_gc_clean_up_an_orphaned_kernel_and_its_job(rik, cluster, jupyter_home: Path) -> None:
+    name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Orphan", "--grace", "600")
+    km = KernelManager(kernel_name=name)
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        stem = Path(km.connection_file).stem
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)
+        time.sleep(1)
+        ps = rik("ps", check=True).out
+        line = next(line for line in ps.splitlines() if line.startswith(stem))
+        assert "orphaned" in line and "slurm" in line
+        assert jobs(cluster, SLURM_QUEUE)  # the watchdog's grace is long: the job is still there
+        gc = rik("gc", check=True).out
+        assert stem in gc and "ended kernel" in gc and "cancelled job" in gc, gc
+        assert stem not in rik("ps", check=True).out
+    finally:
+        kc.stop_channels()
+        km.cleanup_resources()
+    wait_until(lambda: not jobs(cluster, SLURM_QUEUE), 30, what="the job to leave the queue")
+    assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)
