@@ -133,3 +133,26 @@ def test_rik_ps_and_rik_gc_clean_up_an_orphaned_kernel_and_its_job(rik, cluster,
         km.cleanup_resources()
     wait_until(lambda: not jobs(cluster, SLURM_QUEUE), 30, what="the job to leave the queue")
     assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)
+
+
+def test_walltime_is_announced_and_its_end_reported_with_the_schedulers_reason(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
+    name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Walltime", "--walltime", "1")
+    km = KernelManager(kernel_name=name)
+    log = tmp_path / "launcher.log"
+    with open(log, "wb") as fh:
+        km.start_kernel(stderr=fh)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        wait_until(lambda: km.provisioner.process.poll() is not None, 120, interval=1, what="the time limit to end the job")
+    finally:
+        kc.stop_channels()
+        if km.is_alive():
+            km.shutdown_kernel(now=True)
+        km.cleanup_resources()
+    text = log.read_text()
+    assert "reaches its time limit (1)" in text, text
+    assert "the scheduler ended the job" in text and "TIME LIMIT" in text, text
+    wait_until(lambda: not jobs(cluster, SLURM_QUEUE), 30, what="the job to leave the queue")
+    assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)

@@ -39,6 +39,10 @@ log = logging.getLogger("rik")
 CHANNEL_KEYS = bootstrap.CHANNELS
 _MARKER = re.compile(r"^RIK-(START|NODE|WORKDIR|READY|PID|EXIT|ERROR|RETRY)\b ?(.*)$")
 _START = re.compile(r"RIK-START\d+")
+#: Lines by which schedulers say they ended a job (time limit, preemption, an administrator's cancel).
+_SCHEDULER_ENDED = re.compile(
+    r"CANCELLED AT|DUE TO TIME LIMIT|TIME LIMIT|exceeded|h_rt|killed by|TERM_RUNLIMIT|walltime", re.I
+)
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -276,6 +280,8 @@ class Launcher:
         self.last_output_at = time.monotonic()
         self.stopping = False
         self.allocated = not self.command.argv  # no job: the shell is there at once
+        self.allocated_at: float | None = None
+        self.walltime_warned = False
         self.record = KernelState(
             name=Path(connection_file).stem,
             launcher_pid=os.getpid(),
@@ -375,6 +381,7 @@ class Launcher:
         if alloc.node and not self.state.node and self.command.argv:
             self.state.node = alloc.node
             self.allocated = True
+            self.allocated_at = time.monotonic()
             log.info("job %s running on %s", alloc.job_id or "", alloc.node)
         elif self.command.node_in_job and alloc.state == "running" and not self.allocated:
             self.allocated = True
@@ -602,6 +609,24 @@ class Launcher:
                     f"the job did not start within --queue-timeout={self.config.queue_timeout:g} s; cancelled it"
                 )
             self.check_tunnel()
+            self.check_walltime(now)
+
+    def check_walltime(self, now: float) -> None:
+        """Say in the log when the job's time limit is near (5 minutes, or a tenth of it for short jobs)."""
+        if self.walltime_warned or not self.state.ready or not self.config.resources.walltime:
+            return
+        from .helpers import walltime_seconds
+
+        limit = walltime_seconds(self.config.resources.walltime)
+        left = limit - (now - (self.allocated_at or self.started_at))
+        if left <= min(300.0, limit / 10):
+            self.walltime_warned = True
+            log.warning(
+                "job %s reaches its time limit (%s) in about %d s: the scheduler will then end the kernel",
+                self.state.job_id or "",
+                self.config.resources.walltime,
+                max(left, 0),
+            )
 
     def maybe_type_starter(self, now: float) -> None:
         """An interactive job shell: type the starter once its prompt is there (typing earlier can kill the
@@ -628,6 +653,10 @@ class Launcher:
             last = next((line for line in reversed(self.tail) if line.strip()), None)
             raise LaunchError(f"the kernel did not start{': ' + last.strip() if last else ''}")
         if status is None and not self.stopping:
+            ended = next((line.strip() for line in reversed(self.tail) if _SCHEDULER_ENDED.search(line)), None)
+            if ended:
+                log.error("the scheduler ended the job: %s", ended)
+                return 1
             last = next((line.strip() for line in reversed(self.tail) if line.strip()), "no message")
             log.error("the session ended before the kernel did: %s", last)
             return 1
