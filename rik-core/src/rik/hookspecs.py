@@ -33,7 +33,8 @@ def rik_declare_schedulers() -> Sequence[SchedulerInfo]:
     Called once per plugin host, for ``rik manage --add --interface=NAME`` to validate its options and for
     ``rik plugins`` to list them. Every plugin is called; the results are concatenated.
 
-    :return: the :class:`~rik.SchedulerInfo` of each interface the plugin provides (an empty sequence for none).
+    :return: the :class:`~rik.SchedulerInfo` of each interface the plugin provides (an empty sequence, or ``None``,
+        for none).
     """
 
 
