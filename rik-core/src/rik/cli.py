@@ -63,7 +63,9 @@ def cli() -> None:
 @click.option("-a", "--add", "action", flag_value="add", help="Add a kernel.")
 @click.option("-s", "--show", "action", flag_value="show", help="Show rik kernels (all, or those NAMEd).")
 @click.option("-d", "--delete", "action", flag_value="delete", help="Delete the kernels NAMEd.")
-@click.option("--import", "action", flag_value="import", hidden=True)
+@click.option(
+    "--import", "action", flag_value="import", help="Convert remote_ikernel's kernels (all, or NAMEd) to rik kernels."
+)
 @click.option(
     "-i",
     "--interface",
