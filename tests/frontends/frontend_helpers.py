@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import queue
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -77,3 +85,58 @@ async def _reply(kc: Any, msg_id: str) -> None:
         if reply["parent_header"].get("msg_id") == msg_id:
             break
     await asyncio.sleep(0.5)
+
+
+class JupyterServer:
+    """A real ``jupyter server`` (or ``jupyter lab``) on 127.0.0.1, in the test's isolated Jupyter dirs."""
+
+    def __init__(self, module: str, root: Path, log: Path, *args: str) -> None:
+        self.port = _free_port()
+        self.token = uuid.uuid4().hex
+        self.root = root
+        self.log_path = log
+        argv = [sys.executable, "-m", module, "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+                "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
+                *(["--allow-root"] if os.geteuid() == 0 else []), *args]
+        self.log = open(log, "wb")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=root, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.api("GET", "/api/status")
+                return
+            except (OSError, urllib.error.URLError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{module} did not start: {log.read_text()[-3000:]}") from None
+                time.sleep(0.2)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method,
+                                         headers={"Authorization": f"token {self.token}",
+                                                  "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            text = response.read()
+        return json.loads(text) if text else None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # jupyter shuts its kernels down first
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

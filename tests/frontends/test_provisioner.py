@@ -12,7 +12,7 @@ from frontend_helpers import COMPUTE, VIA_FRONT, interrupt_sleep, kernelspec, ru
 from helpers import add_kernel, assert_nothing_left
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
-from kernels import pid_alive, wait_until
+from kernels import pid_alive
 from rik.provisioner import RikProvisioner
 
 
@@ -115,55 +115,3 @@ def test_a_slurm_kernel_through_jupyter_server(rik, cluster, jupyter_home: Path,
 
     asyncio.run(session())
     assert_nothing_left(cluster, hosts=COMPUTE)
-
-
-def test_a_kernel_shut_down_while_its_job_is_queued_cancels_the_job(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
-    """With pending kernels, jupyter_server lets a notebook shut down a kernel that is still starting: the
-    provisioner stops the launcher, which cancels the queued job."""
-    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-
-    fill = cluster.section("slurm")["fill_queue"]
-    name = add_kernel(rik, cluster, "-i", "slurm", *VIA_FRONT, "-n", "Cancel", "--queue", fill["partition"], "--provisioner")
-    before = set(slurm_jobs(cluster))
-    filler = cluster.run("rik-front", ["sbatch", "--parsable", *fill["filler"][1:]], user="rik2", timeout=30, check=True).stdout.strip()
-    try:
-        async def session() -> str:
-            mkm = AsyncMappingKernelManager(root_dir=str(tmp_path), use_pending_kernels=True)
-            kid = await mkm.start_kernel(kernel_name=name)
-            km = mkm.get_kernel(kid)
-            job = await _queued_job(cluster, before)
-            launcher = km.provisioner.pid
-            assert not km.ready.done()
-            await mkm.shutdown_kernel(kid)
-            await _until(lambda: kid not in mkm.list_kernel_ids() and not pid_alive(launcher), 30, "the kernel to go")
-            return job
-
-        job = asyncio.run(session())
-        wait_until(lambda: job not in slurm_jobs(cluster), 20, what=f"job {job} to be cancelled")
-    finally:
-        cluster.run("rik-front", ["scancel", filler], user="rik2", timeout=30)
-    assert_nothing_left(cluster, hosts=COMPUTE)
-
-
-async def _queued_job(cluster, before: set[str], timeout: float = 30) -> str:
-    """The id of the kernel's job once SLURM lists it as pending."""
-    async def pending() -> str | None:
-        jobs = await asyncio.to_thread(slurm_jobs, cluster)
-        new = [j for j, state in jobs.items() if j not in before and state == "PENDING"]
-        return new[0] if new else None
-
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        job = await pending()
-        if job:
-            return job
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"no pending job of rik within {timeout} s: {await asyncio.to_thread(slurm_jobs, cluster)}")
-
-
-async def _until(predicate, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.2)
