@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
 import sys
@@ -49,7 +50,20 @@ class _Manage(click.Command):
         return super().parse_args(ctx, _spread_multi_values(list(args)))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _LazyGroup(click.Group):
+    lazy: dict[str, str] = {}  # command name -> module of rik that defines it (under the same name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module = importlib.import_module(f".{self.lazy[cmd_name]}", __package__)
+            self.add_command(getattr(module, cmd_name))
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "-V", "--version", prog_name="rik")
 def cli() -> None:
     """rik: all your Jupyter kernels, on all your machines, in one place.
@@ -269,10 +283,6 @@ def recreate_command(config: KernelConfig) -> str:
     return shlex.join(args)
 
 
-# Commands that live in their own modules (imported when `rik` starts; each keeps its heavy imports inside).
-from .doctor import doctor  # noqa: E402
-from .lifecycle import gc, ps  # noqa: E402
-
-cli.add_command(doctor)
-cli.add_command(ps)
-cli.add_command(gc)
+# Commands that live in their own modules, imported only when they run or are listed (`rik --help`): `rik manage`
+# and `rik --version` start without them.
+_LazyGroup.lazy.update(doctor="doctor", ps="lifecycle", gc="lifecycle")
