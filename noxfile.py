@@ -95,9 +95,11 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: rik against its floors and remote_ikernel, side by side (not part of the tests)."""
+    """Benchmarks: rik against its floors and remote_ikernel, side by side (not part of the tests).
+
+    `nox -s bench -- --quick` for a short run; benchmarks/README.md has the method and the options."""
     _bring_up_cluster(session)
-    session.install(*DISTS, *TEST_DEPS)
+    session.install(*DISTS, *TEST_DEPS, "pyinstrument")
     session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)
 
 
