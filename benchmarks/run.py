@@ -856,7 +856,7 @@ class Bench:
         env = {**os.environ, "JUPYTER_DATA_DIR": str(self.root / "cli-rik"), "JUPYTER_PATH": str(self.root / "cli-rik")}
         target = profile_dir / "rik-manage-show.txt"
         subprocess.run(
-            [py, "-m", "pyinstrument", "--show-all", "-o", str(target), "-m", "rik", "manage", "--show"],
+            [py, "-m", "pyinstrument", "-o", str(target), "-m", "rik", "manage", "--show"],
             env=env,
             capture_output=True,
             check=True,
@@ -865,7 +865,7 @@ class Bench:
         c = {x.key: x for x in CONTENDERS}["rik-gw"]
         spec = json.loads((self.root / "data" / "kernels" / c.kernel / "kernel.json").read_text())
         target = profile_dir / "launcher-ssh-cold.txt"
-        spec["argv"] = [py, "-m", "pyinstrument", "--show-all", "-o", str(target), *spec["argv"][1:]]
+        spec["argv"] = [py, "-m", "pyinstrument", "-o", str(target), *spec["argv"][1:]]
         name = self.write_spec("bench_profile_launcher", spec["argv"], interrupt_mode=spec["interrupt_mode"])
         runtime = self.root / "rt" / "profile"
         runtime.mkdir(parents=True, mode=0o700)
