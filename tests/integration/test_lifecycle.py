@@ -21,9 +21,19 @@ SLURM_QUEUE = ["squeue", "-h", "-u", "rik", "-o", "%i"]
 SGE_QUEUE = ["qstat", "-u", "rik"]
 
 
-def jobs(cluster, argv: list[str]) -> list[str]:
+def jobs(cluster, argv: list[str], name: str | None = None) -> list[str]:
+    """The test user's jobs, only those named ``name`` when given (other tests may share the user)."""
+    if name and argv[0] == "squeue":
+        argv = [*argv, "-n", name]
     out = cluster.run("rik-front", argv, user="rik", timeout=30).stdout
-    return [line for line in out.splitlines() if line.strip() and not line.startswith(("job-ID", "---"))]
+    lines = [line for line in out.splitlines() if line.strip() and not line.startswith(("job-ID", "---"))]
+    return [line for line in lines if name is None or argv[0] == "squeue" or f" {name[:10]} " in line]
+
+
+def job_name() -> str:
+    import uuid
+
+    return f"t{uuid.uuid4().hex[:8]}"
 
 
 KINDS = {
@@ -36,14 +46,16 @@ KINDS = {
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_kill_9_of_the_launcher_leaves_nothing_after_the_grace_period(rik, cluster, jupyter_home: Path, kind: str) -> None:
     args, queue = KINDS[kind]
-    name = add_kernel(rik, cluster, *args, "-n", f"Kill {kind}", "--grace", "3")
+    jn = job_name()
+    extra = ("--job-name", jn) if queue else ()
+    name = add_kernel(rik, cluster, *args, *extra, "-n", f"Kill {kind}", "--grace", "3")
     with started(name) as k:
         assert k.run("import socket; print(socket.gethostname())").strip() in ("rik-c1", "rik-c2")
         if queue:
-            assert jobs(cluster, queue)
+            assert jobs(cluster, queue, jn)
         os.kill(k.launcher_pid(), signal.SIGKILL)
         if queue:
-            wait_until(lambda: not jobs(cluster, queue), 30, what=f"the {kind} job to leave the queue")
+            wait_until(lambda: not jobs(cluster, queue, jn), 30, what=f"the {kind} job to leave the queue")
         wait_until(lambda: not user_processes(cluster, "rik"), 20, what="every process of the kernel to end")
     # A scheduler that ends a job with SIGKILL leaves the kernel's (keyless) directory: `rik gc` removes it.
     rik("gc", check=True)
@@ -54,22 +66,24 @@ def test_kill_9_of_the_launcher_leaves_nothing_after_the_grace_period(rik, clust
 def test_restart_leaves_exactly_one_job(rik, cluster, jupyter_home: Path, kind: str) -> None:
     args, queue = KINDS[kind]
     assert queue is not None
-    name = add_kernel(rik, cluster, *args, "-n", f"Restart {kind}")
+    jn = job_name()
+    name = add_kernel(rik, cluster, *args, "--job-name", jn, "-n", f"Restart {kind}")
     with started(name) as k:
         k.run("x = 1")
         k.restart()
         assert k.run("print('x' in globals())").strip() == "False"
         # The old job was cancelled at shutdown; the scheduler may take a moment to finish completing it.
-        wait_until(lambda: len(jobs(cluster, queue)) == 1, 15, what="exactly one job after the restart")
+        wait_until(lambda: len(jobs(cluster, queue, jn)) == 1, 15, what="exactly one job after the restart")
         k.restart()
-        wait_until(lambda: len(jobs(cluster, queue)) == 1, 15, what="exactly one job after the second restart")
+        wait_until(lambda: len(jobs(cluster, queue, jn)) == 1, 15, what="exactly one job after the second restart")
         assert k.run("print(1 + 1)").strip() == "2"
-    wait_until(lambda: not jobs(cluster, queue), 30, what="the job to leave the queue")
+    wait_until(lambda: not jobs(cluster, queue, jn), 30, what="the job to leave the queue")
     assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)
 
 
 def test_a_killed_kernel_ends_the_launcher_and_the_job_with_the_reason(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
-    name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Dies")
+    jn = job_name()
+    name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Dies", "--job-name", jn)
     km = KernelManager(kernel_name=name)
     log = tmp_path / "launcher.log"
     with open(log, "wb") as fh:
@@ -94,7 +108,7 @@ def test_a_killed_kernel_ends_the_launcher_and_the_job_with_the_reason(rik, clus
     text = log.read_text()
     assert "the kernel exited with status" in text, text
     assert f"cancelling job {mine[0]['job_id']}" in text
-    wait_until(lambda: not jobs(cluster, SLURM_QUEUE), 30, what="the job to leave the queue")
+    wait_until(lambda: not jobs(cluster, SLURM_QUEUE, jn), 30, what="the job to leave the queue")
     assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)
 
 
@@ -111,7 +125,8 @@ def test_restarting_the_gateways_sshd_does_not_lose_the_kernel(rik, cluster, jup
 
 
 def test_rik_ps_and_rik_gc_clean_up_an_orphaned_kernel_and_its_job(rik, cluster, jupyter_home: Path) -> None:
-    name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Orphan", "--grace", "600")
+    jn = job_name()
+    name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Orphan", "--grace", "600", "--job-name", jn)
     km = KernelManager(kernel_name=name)
     km.start_kernel()
     kc = km.client()
@@ -124,19 +139,20 @@ def test_rik_ps_and_rik_gc_clean_up_an_orphaned_kernel_and_its_job(rik, cluster,
         ps = rik("ps", check=True).out
         line = next(line for line in ps.splitlines() if line.startswith(stem))
         assert "orphaned" in line and "slurm" in line
-        assert jobs(cluster, SLURM_QUEUE)  # the watchdog's grace is long: the job is still there
+        assert jobs(cluster, SLURM_QUEUE, jn)  # the watchdog's grace is long: the job is still there
         gc = rik("gc", check=True).out
         assert stem in gc and "ended kernel" in gc and "cancelled job" in gc, gc
         assert stem not in rik("ps", check=True).out
     finally:
         kc.stop_channels()
         km.cleanup_resources()
-    wait_until(lambda: not jobs(cluster, SLURM_QUEUE), 30, what="the job to leave the queue")
+    wait_until(lambda: not jobs(cluster, SLURM_QUEUE, jn), 30, what="the job to leave the queue")
     assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)
 
 
 def test_walltime_is_announced_and_its_end_reported_with_the_schedulers_reason(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
-    name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Walltime", "--walltime", "1")
+    jn = job_name()
+    name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Walltime", "--walltime", "1", "--job-name", jn)
     km = KernelManager(kernel_name=name)
     log = tmp_path / "launcher.log"
     with open(log, "wb") as fh:
@@ -154,5 +170,5 @@ def test_walltime_is_announced_and_its_end_reported_with_the_schedulers_reason(r
     text = log.read_text()
     assert "reaches its time limit (1)" in text, text
     assert "the scheduler ended the job" in text and "TIME LIMIT" in text, text
-    wait_until(lambda: not jobs(cluster, SLURM_QUEUE), 30, what="the job to leave the queue")
+    wait_until(lambda: not jobs(cluster, SLURM_QUEUE, jn), 30, what="the job to leave the queue")
     assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)

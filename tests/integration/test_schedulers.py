@@ -33,7 +33,7 @@ class Sched:
 
 
 SCHEDULERS = [
-    Sched("slurm", ("--cpus", "2"), "SLURM_CPUS_PER_TASK", "SLURM_JOB_ID", ("squeue", "-h", "-u", "rik", "-o", "%i %T")),
+    Sched("slurm", ("--cpus", "2"), "SLURM_CPUS_PER_TASK", "SLURM_JOB_ID", ("squeue", "-h", "-u", "rik", "-o", "%i %T %j")),
     Sched("sge", ("--pe", "smp", "--cpus", "2"), None, None, ("qstat", "-u", "rik")),
     Sched("sge_qrsh", ("--pe", "smp", "--cpus", "2"), "NSLOTS", "JOB_ID", ("qstat", "-u", "rik")),
     Sched("pbs", ("--cpus", "2"), "NCPUS", "PBS_JOBID", ("/opt/rik-emulators/pbs/bin/qstat",)),
@@ -41,20 +41,25 @@ SCHEDULERS = [
 ]
 
 
-def queue(cluster, sched: Sched) -> str:
-    return cluster.run("rik-front", list(sched.queue_cmd), user="rik", timeout=30).stdout
+def queue(cluster, sched: Sched, name: str) -> str:
+    """The lines of the test user's jobs named ``name`` (other tests may share the user)."""
+    out = cluster.run("rik-front", list(sched.queue_cmd), user="rik", timeout=30).stdout
+    return "\n".join(line for line in out.splitlines() if name[:10] in line)
 
 
 @pytest.mark.parametrize("sched", SCHEDULERS, ids=[s.interface for s in SCHEDULERS])
 def test_kernel_in_a_job_on_a_compute_node(rik, cluster, jupyter_home: Path, sched: Sched) -> None:
+    import uuid
+
+    jn = f"t{uuid.uuid4().hex[:8]}"
     name = add_kernel(rik, cluster, "-i", sched.interface, "-x", "rik-front", "-t", "rik-gw", "-n", "Job",
-                      *sched.extra, *sched.launch_cmd(cluster))
+                      "--job-name", jn, *sched.extra, *sched.launch_cmd(cluster))
     with started(name) as k:
         info = json.loads(k.run(
             "import json, os, socket; print(json.dumps({'host': socket.gethostname(), 'env': dict(os.environ)}))"
         ))
         assert info["host"] in COMPUTE
-        listed = queue(cluster, sched)
+        listed = queue(cluster, sched, jn)
         if sched.cpus_env:
             assert info["env"].get(sched.cpus_env) == "2", sorted(info["env"])
         else:  # the scheduler's own account of the job: its slots column
@@ -69,7 +74,7 @@ def test_kernel_in_a_job_on_a_compute_node(rik, cluster, jupyter_home: Path, sch
         assert k.interrupt_sleep() == "KeyboardInterrupt"
         assert k.run("print(x + 1)").strip() == "42"
     # Shut down: the job leaves the queue within seconds and nothing of the kernel remains on any node.
-    wait_until(lambda: not queue(cluster, sched).strip(), 30, what=f"{sched.interface} job to leave the queue")
+    wait_until(lambda: not queue(cluster, sched, jn).strip(), 30, what=f"{sched.interface} job to leave the queue")
     assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)
 
 
