@@ -58,6 +58,19 @@ def tests_plugin(session: nox.Session, plugin: str) -> None:
     _pytest(session, f"tests/{plugin}")
 
 
+@nox.session(name="example-plugin")
+def example_plugin(session: nox.Session) -> None:
+    """The example third-party plugin (docs/examples/rik-htcondor), installed from its own pyproject with rik-core
+    alone: its contract tests, `rik plugins` lists it, a kernel through it against the HTCondor test emulator."""
+    _bring_up_cluster(session)
+    example = "docs/examples/rik-htcondor"
+    session.install("./rik-core", f"./{example}[test]", *TEST_DEPS)
+    listed = session.run("rik", "plugins", silent=True) or ""
+    if "htcondor (rik-htcondor" not in listed:
+        session.error(f"`rik plugins` does not list the example plugin:\n{listed}")
+    _pytest(session, f"{example}/tests")
+
+
 @nox.session
 def integration(session: nox.Session) -> None:
     """Only the tests against the real test cluster."""
