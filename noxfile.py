@@ -18,6 +18,8 @@ ROOT = Path(__file__).parent
 PLUGINS = ["ssh", "slurm", "sge", "pbs", "lsf"]
 DISTS = ["./rik-core"] + [f"./rik-{p}" for p in PLUGINS]
 TEST_DEPS = ["pytest>=7", "ipykernel>=6", "jupyter_client>=7.4"]
+# tests/frontends: the real front ends (Playwright drives Debian's chromium: tests/frontends/install-browser)
+FRONTEND_DEPS = ["jupyter_server>=2", "jupyterlab>=4", "nbclient>=0.7", "nbformat>=5", "playwright>=1.40"]
 
 
 def _bring_up_cluster(session: nox.Session) -> None:
@@ -39,7 +41,9 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 def tests(session: nox.Session) -> None:
     """Everything installed together; unit, plugin and real-cluster tests."""
     _bring_up_cluster(session)
-    session.install(*DISTS, *TEST_DEPS)
+    if os.geteuid() == 0:
+        session.run(str(ROOT / "tests" / "frontends" / "install-browser"), external=True)
+    session.install(*DISTS, *TEST_DEPS, *FRONTEND_DEPS)
     _pytest(session, "tests")
 
 
