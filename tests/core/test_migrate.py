@@ -96,6 +96,8 @@ def test_remote_ikernels_become_rik_kernels_with_the_same_names_and_settings(rik
     displays = {n: kernel_json(jupyter_home, n)["display_name"] for n in (ssh, slurm, sge)}
     shown = rik("manage", "--show", ssh, check=True)
     assert "made by remote_ikernel: convert it with `rik manage --import" in shown.out
+    checked = rik("doctor", ssh)
+    assert checked.code == 1 and "made by remote_ikernel" in checked.out and f"rik manage --import {ssh}" in checked.out
 
     result = rik("manage", "--import", check=True)
     for name in (ssh, slurm, sge):

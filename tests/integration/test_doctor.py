@@ -57,8 +57,11 @@ def test_a_healthy_setup_is_all_ok(rik, cluster, jupyter_home: Path) -> None:
     slurm = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Fine", "--queue", "debug", "--cpus", "2")
     ssh = add_kernel(rik, cluster, "-i", "ssh", "-x", "rik-c1", *VIA_FRONT, "-n", "Fine", "--workdir", "/tmp",
                      "--remote-precmd", "export RIK_DOCTOR_TEST=1")  # fmt: skip
-    code, reports = doctor(rik, slurm, ssh)
+    askpass = cluster.users["rikpw"].askpass  # a password-only user: the kernel's askpass answers
+    password = add_kernel(rik, cluster, "-i", "ssh", "-x", "rik-gw", "-n", "Fine", "--askpass", str(askpass), user="rikpw")
+    code, reports = doctor(rik, slurm, ssh, password)
     assert code == 0, reports
+    assert f"logged in with askpass {askpass}" in find(reports[password], "ssh", "rik-gw")["message"]
     checks = reports[slurm]
     assert all(c["status"] == "ok" for c in checks), statuses(checks)
     assert statuses(checks) == [
@@ -161,3 +164,12 @@ def test_a_wrong_partition_is_named_with_the_ones_that_exist(rik, cluster, jupyt
     assert problem["status"] == "problem" and "partition nosuch on rik-front: does not exist" in problem["message"]
     assert "debug" in problem["fix"] and "--queue" in problem["fix"]
     assert [c["check"] for c in checks if c["status"] == "problem"] == ["queue"], statuses(checks)
+
+
+def test_a_local_kernel_is_checked_on_this_machine(rik, jupyter_home: Path) -> None:
+    rik("manage", "--add", "-i", "local", "-n", "Here", check=True)
+    code, reports = doctor(rik, "rik_local_here")
+    assert code == 0, reports
+    checks = reports["rik_local_here"]
+    assert [c["check"] for c in checks] == ["plugin", "shell", "kernel", "kernel-start", "workdir"]
+    assert all(c["status"] == "ok" and c["where"] == "this machine" for c in checks[1:]), checks

@@ -795,7 +795,12 @@ def doctor(kernels: tuple[str, ...], as_json: bool) -> None:
     for kernel in selected:
         if not as_json:
             click.echo(f"{kernel.name}: {kernel.spec.get('display_name', '')}")
-        reports.append(Doctor(kernel, host, None if as_json else lambda c: click.echo(c.line())).run())
+        checker = Doctor(kernel, host, None if as_json else lambda c: click.echo(c.line()))
+        try:
+            reports.append(checker.run())
+        except OSError as exc:  # no temporary directory, too many processes...: say so, check the others
+            checker.add("doctor", "here", PROBLEM, f"could not run the checks: {exc}")
+            reports.append(checker.report)
     bad = [r for r in reports if not r.ok]
     count = f"{len(reports)} kernel{'s' if len(reports) != 1 else ''} checked"
     if as_json:
