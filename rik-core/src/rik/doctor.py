@@ -178,8 +178,10 @@ QUERIES: dict[str, dict[str, Query]] = {
     },
     "sge": _SGE,
     "sge_qrsh": _SGE,
-    "pbs": {"queue": Query("queue", ("qstat", "-Q", "{}"), _says("Unknown queue"), ("qstat", "-Q"))},
-    "lsf": {"queue": Query("queue", ("bqueues", "{}"), _says("No such queue"), ("bqueues", "-o", "queue_name"))},
+    "pbs": {"queue": Query("queue", ("qstat", "-Q", "{}"), _says("Unknown queue"))},
+    "lsf": {
+        "queue": Query("queue", ("bqueues", "{}"), _says("No such queue"), ("bqueues", "-noheader", "-o", "queue_name"))
+    },
 }
 
 
@@ -269,7 +271,7 @@ class Remote:
         local = self.dir / "u"
         with suppress(OSError):
             local.unlink()
-        remote = f"/tmp/rik-doctor-{secrets.token_hex(6)}"
+        remote = f"/tmp/rikdoctor-{secrets.token_hex(6)}"  # not rik-*: that is the bootstrap's
         code = base64.b64encode(_LISTENER.encode()).decode()
         listener = [python, "-c", f"import base64; exec(base64.b64decode('{code}'))", remote]
         argv = [
@@ -605,7 +607,7 @@ class Doctor:
                     listing = [sibling_program(config.launch_cmd, query.listing[0]), *query.listing[1:]]
                     names = run(_exec_script(listing))
                     if names.code == 0 and names.out.strip():
-                        known = f"one of: {', '.join(names.out.split()[:12])}"
+                        known = f"one of: {', '.join(names.out.replace('*', '').split()[:12])}"
                 self.add(
                     option,
                     where,
