@@ -129,3 +129,27 @@ def test_a_missing_scheduler_command_says_so(rik, cluster, jupyter_home: Path, t
     result = _launch(jupyter_home, name, tmp_path)
     assert result.returncode != 0
     assert "bsub" in result.stderr and "not" in result.stderr, result.stderr
+
+
+def test_shutting_down_a_kernel_whose_job_is_queued_cancels_the_job(rik, cluster, jupyter_home: Path) -> None:
+    """jupyter_client kills a launcher that has not exited within 5 s of a shutdown: a queued job must be
+    cancelled well before that."""
+    import uuid
+
+    from jupyter_client.manager import KernelManager
+
+    fill = cluster.section("slurm")["fill_queue"]
+    filler = cluster.run("rik-front", ["sbatch", "--parsable", *fill["filler"][1:]], user="rik2", timeout=30, check=True).stdout.strip()
+    jn = f"t{uuid.uuid4().hex[:8]}"
+    try:
+        name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Queued",
+                          "--queue", fill["partition"], "--job-name", jn)
+        km = KernelManager(kernel_name=name)
+        km.start_kernel()
+        squeue = ["squeue", "-h", "-u", "rik", "-n", jn, "-o", "%i %T"]
+        wait_until(lambda: "PENDING" in cluster.run("rik-front", squeue, user="rik").stdout, 30, what="the job to queue")
+        km.shutdown_kernel()
+        km.cleanup_resources()
+        wait_until(lambda: not cluster.run("rik-front", squeue, user="rik").stdout.strip(), 10, what="the job to be cancelled")
+    finally:
+        cluster.run("rik-front", ["scancel", filler], user="rik2", timeout=30)

@@ -670,10 +670,14 @@ class Launcher:
     # -- teardown --------------------------------------------------------------------------------------------
     def teardown(self) -> None:
         self.stopping = True
+        if not self.state.ready:
+            # A job still queued (or starting) has no kernel to stop: cancel it first, while there is time
+            # (front ends kill a launcher that does not exit within a few seconds).
+            self.cancel_job()
         if self.tunnel:
             self.tunnel.stop(1.0)
         if self.job:
-            if self.job.poll() is None and self.bootstrap_sent and self.state.exit_status is None:
+            if self.job.poll() is None and self.bootstrap_sent and self.state.ready and self.state.exit_status is None:
                 self.control("stop")
                 self.wait_for_exit(3.5)
             self.job.close_input()
@@ -681,7 +685,8 @@ class Launcher:
             while self.job.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
             self.job.stop(1.0)
-        self.cancel_job()
+        if self.state.ready:
+            self.cancel_job()
         self.record.remove()
 
     def wait_for_exit(self, timeout: float) -> None:
