@@ -20,3 +20,13 @@ from cluster import Cluster, require_cluster  # noqa: E402
 def cluster() -> Cluster:
     """The running test cluster; skips (fails under CI=true) when it is not up."""
     return require_cluster()
+
+
+@pytest.fixture(autouse=True)
+def _baseline(request: pytest.FixtureRequest) -> None:
+    """Record what the test user already has on the hosts, so each test judges only its own leftovers."""
+    if "cluster" not in request.fixturenames:
+        return
+    from helpers import snapshot
+
+    snapshot(request.getfixturevalue("cluster"))

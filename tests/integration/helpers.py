@@ -36,10 +36,22 @@ def rik_dirs(user: str) -> list[str]:
     return [d for d in glob.glob("/tmp/rik-*") if os.path.isdir(d) and os.stat(d).st_uid == uid]
 
 
+#: What was already there when the running test began (set by the autouse fixture in conftest.py): each test
+#: proves that *its* kernels leave nothing, and an earlier test's failure is reported once, by that test.
+BASELINE: dict[str, set[str]] = {"procs": set(), "dirs": set()}
+
+
+def snapshot(cluster: Cluster, user: str = "rik") -> None:
+    BASELINE["procs"] = {line for lines in user_processes(cluster, user).values() for line in lines}
+    BASELINE["dirs"] = set(rik_dirs(user))
+
+
 def assert_nothing_left(cluster: Cluster, user: str = "rik", timeout: float = 15, hosts: tuple[str, ...] = ALL_HOSTS) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        procs, dirs = user_processes(cluster, user, hosts), rik_dirs(user)
+        procs = {h: [p for p in ps if p not in BASELINE["procs"]] for h, ps in user_processes(cluster, user, hosts).items()}
+        procs = {h: ps for h, ps in procs.items() if ps}
+        dirs = [d for d in rik_dirs(user) if d not in BASELINE["dirs"]]
         if not procs and not dirs:
             return
         if time.monotonic() > deadline:
