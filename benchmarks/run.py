@@ -155,6 +155,9 @@ class Footprint:
         for host, procs in other.remote.items():
             self.remote.setdefault(host, {}).update(procs)
 
+    def remote_pids(self) -> set[int]:
+        return {pid for procs in self.remote.values() for pid in procs}
+
     def counts(self) -> dict[str, Any]:
         local = {**self.local, **self.masters}
         remote_all = [(h, c) for h, procs in self.remote.items() for c in procs.values()]
@@ -178,7 +181,12 @@ class World:
         self.remote_before = {h: set(bench.remote_pids(h)) for h in contender.hosts}
         self.files_before = bench.files()
 
-    def footprint(self, launcher: int | None, marker: str | None, jobs: Iterable[str] = ()) -> Footprint:
+    def footprint(
+        self, launcher: int | None, marker: str | None, jobs: Iterable[str] = (), known: set[int] | None = None
+    ) -> Footprint:
+        """The kernel's processes now. With ``known`` (its remote processes seen so far), a remote process that
+        appeared since counts only if it descends from one of them or runs in the kernel's job: other tests start
+        processes as the same user at any time."""
         table = proc_table()
         fp = Footprint()
         mine = descendants(launcher, table) if launcher else set()
@@ -197,7 +205,7 @@ class World:
             fp.remote[host] = {
                 pid: cmd
                 for pid, cmd in self.bench.remote_pids(host).items()
-                if pid not in self.remote_before[host] and not foreign(pid, table, set(jobs))
+                if pid not in self.remote_before[host] and not foreign(pid, table, set(jobs), known)
             }
         return fp
 
@@ -224,19 +232,22 @@ def jobs_in(log_path: Path) -> list[str]:
     return []
 
 
-def foreign(pid: int, table: dict[int, tuple[int, str]], jobs: set[str]) -> bool:
-    """A process of the benchmark user that is not our kernel's: started from a test's runuser/nsenter, or inside
-    a batch job that is not ours (another engineer's tests use the same test users)."""
+def foreign(pid: int, table: dict[int, tuple[int, str]], jobs: set[str], known: set[int] | None = None) -> bool:
+    """A process of the benchmark user that is not our kernel's: started from a test's runuser/nsenter, inside a
+    batch job that is not ours (another engineer's tests use the same test users), or, once the kernel's processes
+    are ``known``, outside their trees and its job."""
     seen = 0
     while pid in table and pid > 1 and seen < 64:
         ppid, cmd = table[pid]
+        if known is not None and pid in known:
+            return False
         if cmd.startswith(("runuser", "nsenter")):
             return True
         m = _JOB_OF.match(cmd)
         if m:
             return (m.group(1) or m.group(2)) not in jobs
         pid, seen = ppid, seen + 1
-    return False
+    return known is not None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -593,7 +604,7 @@ class Bench:
             else:
                 result["interrupt"], result["interrupt_note"] = interrupt(km, kc)
             if km.is_alive():
-                fp.merge(world.footprint(launcher, marker, jobs_in(log_path)))
+                fp.merge(world.footprint(launcher, marker, jobs_in(log_path), fp.remote_pids()))
             result.update(fp.counts())
             if c.key != "local" and launcher:
                 hwm = status_kib(launcher, "VmHWM")
@@ -626,7 +637,7 @@ class Bench:
         gone = None if remaining else time.perf_counter() - t0
         km.cleanup_resources()
         left: list[str] = [f"process {cmd}" for cmd in remaining.values()]
-        late = world.footprint(None, None, jobs_in(log_path))
+        late = world.footprint(None, None, jobs_in(log_path), fp.remote_pids())
         for host, procs in late.remote.items():
             left += [
                 f"process {host}: {cmd}"
