@@ -930,7 +930,8 @@ def stop_nicely(km: KernelManager, kc: Any) -> None:
 
 def normalize(item: str) -> str:
     """A leftover without what differs between kernels (ids, scratch paths, queue columns), to count alike ones."""
-    item = re.sub(r"/tmp/rkb[^/\s]+", "<scratch>", item)
+    item = re.sub(r"/tmp/rkb[^/\s]+/ri-work", "(remote_ikernel's --workdir)", item)
+    item = re.sub(r"/tmp/rkb[^/\s]+", "(scratch)", item)
     item = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "UUID", item)
     return re.sub(r"\s+", " ", item.split(": N ")[0] if "still queued" in item else item)
 
@@ -1180,7 +1181,7 @@ def markdown(meta: dict[str, Any], samples: dict[str, list[dict[str, Any]]], sum
             warm += " (no master)"
         intr = spread(phase_values(rows, "warm", "interrupt"), ms)
         if e["interrupt_notes"]:
-            intr += " — " + "; ".join(e["interrupt_notes"])
+            intr = ("" if intr == "—" else intr + "; ") + "; ".join(e["interrupt_notes"])
         lp = e["local_processes"]
         rp = e["remote_processes"]
         procs = "—" if not lp else f"{lp['max']} + {rp['max'] if rp else 0}"
