@@ -465,7 +465,7 @@ class Launcher:
             self.tunnel_control.unlink()  # left by a tunnel that was killed
         argv = self.ssh.tunnel(target, hops, first, control=self.tunnel_control if self.tunnel_rest else None)
         self.tunnel = Proc(argv, tty=False, env=self.ssh.env(), name="tunnel")
-        self.tunnel.close_input()
+        # Its standard input stays open: the remote session that keeps the tunnel low-latency reads it.
         self.tunnel_output = b""
         self.tunnel_started = time.monotonic()
         self.tunnel_up: float | None = None
