@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["rik.testing.fixtures"]  # rik_jupyter, fake_scheduler: what plugin authors get
+
 
 @pytest.fixture
 def jupyter_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

@@ -130,10 +130,11 @@ def cli() -> None:
 @click.option("--askpass", metavar="PROGRAM", help="Program that answers password/passphrase/one-time-code prompts.")
 @click.option(
     "--transport",
-    type=click.Choice(["auto", "ipc", "tcp"]),
+    type=click.Choice(["auto", "ipc", "tcp", "direct"]),
     default="auto",
     show_default=True,
-    help="How the remote kernel binds: Unix sockets (ipc) or loopback TCP.",
+    help="How the remote kernel binds: Unix sockets (ipc) or loopback TCP, tunnelled back; direct: the job runs "
+    "on this machine and the kernel binds the frontend's ports itself (nothing tunnelled).",
 )
 @click.option("--interrupt-mode", type=click.Choice(["auto", "message", "signal"]), default="auto", show_default=True)
 @click.option(

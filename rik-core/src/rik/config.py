@@ -73,7 +73,7 @@ class KernelConfig:
     ssh_config: str | None = None
     host_keys: str = "strict"  # strict | accept-new
     askpass: str | None = None
-    transport: str = "auto"  # auto | ipc | tcp
+    transport: str = "auto"  # auto | ipc | tcp | direct
     queue_timeout: float | None = None
     grace: float = 30.0
     interrupt_mode: str = "auto"  # auto | message | signal
@@ -87,7 +87,8 @@ class KernelConfig:
         return tuple(shlex.split(self.launch_args)) if self.launch_args else ()
 
     def effective_transport(self) -> str:
-        """``ipc`` for kernels known to bind Unix sockets themselves (ipykernel), else ``tcp``."""
+        """``ipc`` for kernels known to bind Unix sockets themselves (ipykernel), else ``tcp``; ``direct``: the
+        kernel runs on this machine and binds the frontend's own ports, with nothing tunnelled."""
         if self.transport != "auto":
             return self.transport
         return "ipc" if "ipykernel" in self.kernel_cmd else "tcp"
@@ -156,8 +157,13 @@ class KernelConfig:
             raise UsageError("--launch-cmd must not be empty")
         if self.host_keys not in ("strict", "accept-new"):
             raise UsageError(f"--host-keys must be strict or accept-new, not {self.host_keys!r}")
-        if self.transport not in ("auto", "ipc", "tcp"):
-            raise UsageError(f"--transport must be auto, ipc or tcp, not {self.transport!r}")
+        if self.transport not in ("auto", "ipc", "tcp", "direct"):
+            raise UsageError(f"--transport must be auto, ipc, tcp or direct, not {self.transport!r}")
+        if self.transport == "direct" and (self.host or self.tunnel_hosts):
+            raise UsageError(
+                "--transport direct runs the kernel's job on this machine: drop --host and --tunnel-hosts, "
+                "or use --transport auto"
+            )
         if self.interrupt_mode not in ("auto", "message", "signal"):
             raise UsageError(f"--interrupt-mode must be auto, message or signal, not {self.interrupt_mode!r}")
         if self.queue_timeout is not None and self.queue_timeout <= 0:

@@ -18,6 +18,7 @@ import re
 import select
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -376,7 +377,8 @@ class Launcher:
             self.save_state()
         if alloc.error:
             raise LaunchError(f"the scheduler refused the job: {alloc.error}")
-        if (alloc.state, alloc.reason) != (old.state, old.reason) and alloc.state and not alloc.node:
+        said_below = self.command.node_in_job and alloc.state == "running" and not self.allocated
+        if (alloc.state, alloc.reason) != (old.state, old.reason) and alloc.state and not alloc.node and not said_below:
             log.info("job %s %s%s", alloc.job_id or "", alloc.state, f" ({alloc.reason})" if alloc.reason else "")
         if alloc.node and not self.state.node and self.command.argv:
             self.state.node = alloc.node
@@ -403,6 +405,11 @@ class Launcher:
             self.state.remote_dir = parts[-1] if parts else None
             if not self.state.node:
                 self.state.node = hostname
+            if self.mode == "direct" and not self.local and hostname != socket.gethostname():
+                raise LaunchError(
+                    f"the job runs on {hostname}, not on this machine ({socket.gethostname()}): "
+                    "--transport direct needs a job on this machine; remake the kernel with --transport auto"
+                )
             log.info("kernel starting on %s", hostname)
         elif kind == "WORKDIR":
             log.info("working directory %s", rest)

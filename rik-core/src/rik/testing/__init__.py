@@ -15,6 +15,21 @@ A plugin's tests subclass :class:`SchedulerContract` and say what their recorded
 
 pytest collects the inherited tests: declared names, argv-only commands, the parser against every transcript (fed
 as it arrived, chunk by chunk), cancel commands, other interfaces ignored, and the entry point installed.
+
+With no cluster at hand, :class:`FakeScheduler` runs the plugin end to end: a scripted fake of the scheduler's
+programs prints what the real one prints, then gives a job shell on this machine where rik starts a real kernel::
+
+    from rik.testing import FakeScheduler, Print, Shell, Wait, add_kernel, python_kernel_cmd, running_kernel
+
+    def test_a_kernel_in_a_fake_job(rik_jupyter, fake_scheduler):   # pytest_plugins = ["rik.testing.fixtures"]
+        fake = fake_scheduler("condor_submit", [
+            Print("1 job(s) submitted to cluster {job_id}.\n"), Wait(0.5),
+            Print("Welcome to slot1_1@{hostname}!\n"), Shell(prompt="$ "),
+        ], cancel="condor_rm")
+        name = add_kernel("-i", "condor", "-k", python_kernel_cmd(), *fake.kernel_args())
+        with running_kernel(name) as kernel:
+            assert kernel.run("print(6 * 7)") == "42\n"
+        assert fake.cancels() == [["1001"]] and fake.wait_until_ended()
 """
 
 from __future__ import annotations
@@ -27,8 +42,25 @@ from typing import Any, ClassVar
 
 from ..models import RESOURCE_OPTIONS, Allocation, LaunchCommand, LaunchRequest, Resources, SchedulerInfo
 from ..plugins import ENTRY_POINT_GROUP, PluginHost
+from .fakejob import Exit, FakeJob, FakeScheduler, Print, Shell, Wait
+from .kernel import KernelSession, add_kernel, python_kernel_cmd, rik_command, running_kernel
 
-__all__ = ["Expect", "SchedulerContract", "read_transcript"]
+__all__ = [
+    "Exit",
+    "Expect",
+    "FakeJob",
+    "FakeScheduler",
+    "KernelSession",
+    "Print",
+    "SchedulerContract",
+    "Shell",
+    "Wait",
+    "add_kernel",
+    "python_kernel_cmd",
+    "read_transcript",
+    "rik_command",
+    "running_kernel",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
