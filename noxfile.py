@@ -45,6 +45,7 @@ def tests(session: nox.Session) -> None:
         session.run(str(ROOT / "tests" / "frontends" / "install-browser"), external=True)
     session.install(*DISTS, *TEST_DEPS, *FRONTEND_DEPS)
     _pytest(session, "tests")
+    session.notify("example-plugin")  # the public API suffices: a third-party plugin, installed on its own
 
 
 @nox.session(name="tests-core")

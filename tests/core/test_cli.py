@@ -75,6 +75,7 @@ BAD_INPUTS = [
     (["manage", "--delete"], "--delete needs the NAME"),
     (["manage"], "say what to do"),
     (["manage", "--add", "--ssh-config", "/nonexistent/config"], "no such file"),
+    (["manage", "--add", "-i", "ssh", "-x", "h", "--transport", "direct"], "--transport direct runs"),
 ]
 
 

@@ -301,7 +301,9 @@ class _Job:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, self.on_signal)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        # Whoever reads the output may be gone (rik's launcher killed): printing must not end the job silently.
+        # The job's shell gets the default back (subprocess restores SIGPIPE in children).
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         for step in self.script["steps"]:
             if self.stop_signal is not None:
                 return self.cancelled()

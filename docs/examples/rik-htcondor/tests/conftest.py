@@ -1,0 +1,1 @@
+pytest_plugins = ["rik.testing.fixtures"]  # rik_jupyter, fake_scheduler
