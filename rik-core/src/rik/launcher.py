@@ -411,6 +411,10 @@ class Launcher:
                     "--transport direct needs a job on this machine; remake the kernel with --transport auto"
                 )
             log.info("kernel starting on %s", hostname)
+            if self.mode == "ipc" and self.state.remote_dir and self.tunnel is None:
+                # The socket paths are known now: connect the tunnel while the kernel starts, not after it.
+                self.state.endpoints = self.ipc_endpoints(f"{self.state.remote_dir}/k")
+                self.start_tunnel(early=True)
         elif kind == "WORKDIR":
             log.info("working directory %s", rest)
         elif kind == "READY":
@@ -429,16 +433,26 @@ class Launcher:
 
     def on_ready(self, words: list[str]) -> None:
         kind = words[0] if words else "direct"
+        endpoints = None
         if kind == "ipc":
-            prefix = words[1]
-            self.state.endpoints = {k: f"{prefix}-{bootstrap.IPC_PORTS[k]}" for k in CHANNEL_KEYS}
+            endpoints = self.ipc_endpoints(words[1])
         elif kind == "tcp":
-            self.state.endpoints = {k: f"127.0.0.1:{p}" for k, p in zip(CHANNEL_KEYS, words[1:], strict=False)}
+            endpoints = {k: f"127.0.0.1:{p}" for k, p in zip(CHANNEL_KEYS, words[1:], strict=False)}
+        early = self.tunnel is not None and endpoints == self.state.endpoints
+        self.state.endpoints = endpoints
         self.state.ready = True
         self.save_state()
-        if self.state.endpoints:
+        if early:
+            self.forward_rest()  # the early tunnel's forwards, now that there is a kernel behind them
+        elif endpoints:
+            if self.tunnel:
+                self.tunnel.stop()
             self.start_tunnel()
         log.info("kernel ready (%.2f s)", time.monotonic() - self.started_at)
+
+    @staticmethod
+    def ipc_endpoints(prefix: str) -> dict[str, str]:
+        return {k: f"{prefix}-{bootstrap.IPC_PORTS[k]}" for k in CHANNEL_KEYS}
 
     def save_state(self) -> None:
         """Record job, node and remote pid as soon as they are known (``rik ps``, ``rik gc``)."""
@@ -453,8 +467,14 @@ class Launcher:
         """The kernel's host, and the hops before it."""
         return kernel_route(bool(self.command.argv), self.submit, self.chain, self.state.node)
 
-    def start_tunnel(self, *, staged: bool = False) -> None:
+    def start_tunnel(self, *, staged: bool = False, early: bool = False) -> None:
         """Start the ssh process that carries the five channels.
+
+        An ``early`` tunnel connects while the kernel is still starting (the socket paths are known). It forwards
+        IOPub and the heartbeat at once, and shell, control and stdin once the kernel is ready and the frontend's
+        IOPub is connected: a frontend connects and subscribes while the kernel starts, as to a local kernel, and
+        its first ``kernel_info`` reply does not overtake its IOPub subscription (jupyter_client then waits and
+        asks again).
 
         A tunnel that comes back (``staged``) forwards IOPub and the heartbeat first, and shell, control and stdin
         only once the frontend's IOPub socket is back (:meth:`forward_rest`, through the tunnel's own control
@@ -464,7 +484,7 @@ class Launcher:
         """
         assert self.ssh is not None and self.state.endpoints is not None
         target, hops = self.tunnel_route()
-        later = ("shell_port", "control_port", "stdin_port") if staged else ()
+        later: tuple[str, ...] = ("shell_port", "control_port", "stdin_port") if staged or early else ()
         first = [(int(self.connection[k]), self.state.endpoints[k]) for k in CHANNEL_KEYS if k not in later]
         self.tunnel_rest = [(int(self.connection[k]), self.state.endpoints[k]) for k in later]
         self.tunnel_control = self.ssh.dir / f"t-{os.getpid()}"
@@ -477,6 +497,8 @@ class Launcher:
         self.tunnel_started = time.monotonic()
         self.tunnel_up: float | None = None
         self.tunnel_iopub: float | None = None
+        self.tunnel_early = early
+        self.tunnel_ready_at: float | None = None
 
     def iopub_connected(self) -> bool | None:
         """Whether a frontend is connected to the local IOPub port; ``None`` when this system cannot tell."""
@@ -490,13 +512,23 @@ class Launcher:
         return any(len(row) > 3 and row[1] in mine and row[3] == "01" for row in rows)  # 01: established
 
     def forward_rest(self) -> None:
-        """Shell, control and stdin for a tunnel that came back, once the frontend's IOPub had time to subscribe."""
+        """Shell, control and stdin for a tunnel that came back, once the frontend's IOPub had time to subscribe;
+        every channel of an early tunnel once the kernel is ready."""
         assert self.ssh is not None and self.tunnel is not None
         now = time.monotonic()
         if self.tunnel_up is None:
             if not self.tunnel_control.exists():
                 return  # still connecting
             self.tunnel_up = now
+        if self.tunnel_early:
+            if not self.state.ready:
+                return
+            if self.tunnel_ready_at is None:
+                self.tunnel_ready_at = now
+            if self.iopub_connected() is False and now < self.tunnel_ready_at + 0.5:
+                return
+            self.forward_now()
+            return
         # A frontend reconnects within a fraction of a second, then subscribes after a few round trips through
         # the tunnel: fewer than connecting the tunnel took.
         settle = min(max(self.tunnel_up - self.tunnel_started, 0.3), 3.0)
@@ -511,6 +543,10 @@ class Launcher:
             due = self.tunnel_up + 5.0
         if now < due:
             return
+        self.forward_now()
+
+    def forward_now(self) -> None:
+        assert self.ssh is not None and self.tunnel is not None
         target, _ = self.tunnel_route()
         rest, self.tunnel_rest = self.tunnel_rest, []
         try:
@@ -529,7 +565,7 @@ class Launcher:
             self.tunnel_output = (self.tunnel_output + output)[-4000:]
             self.tunnel.popen.terminate()
         else:
-            log.debug("tunnel: shell, control and stdin forwarded again")
+            log.debug("tunnel: forwarding %s", " ".join(str(port) for port, _ in rest))
 
     def check_tunnel(self) -> None:
         if not self.tunnel or self.stopping:
@@ -556,7 +592,7 @@ class Launcher:
             self.tunnel.stop()
             self.tunnel_restarts += 1
             self.tunnel_next = 0.0
-            self.start_tunnel(staged=True)
+            self.start_tunnel(staged=self.state.ready, early=not self.state.ready)
             log.info("tunnel re-established (attempt %d)", self.tunnel_restarts)
 
     # -- the loop --------------------------------------------------------------------------------------------
@@ -581,7 +617,9 @@ class Launcher:
             fds = [wake] + ([self.job.fd] if not self.job.closed else [])
             if self.tunnel and not self.tunnel.closed:
                 fds.append(self.tunnel.fd)
-            readable, _, _ = select.select(fds, [], [], 0.25)
+            # Forwards waiting on the frontend's IOPub: look again soon.
+            waiting = bool(self.tunnel and self.tunnel_rest and self.state.ready)
+            readable, _, _ = select.select(fds, [], [], 0.02 if waiting else 0.25)
             if wake in readable:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake, 512)
