@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,22 +14,10 @@ pytest_plugins = ["rik.testing.fixtures"]  # rik_jupyter, fake_scheduler: what p
 
 
 @pytest.fixture
-def jupyter_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Jupyter's data, runtime and config dirs, and rik's runtime dir, in a fresh short temporary directory
-    (short: ssh's control sockets live there, and Unix socket paths are limited to about 107 bytes)."""
-    root = Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))
-    for name, sub in (
-        ("JUPYTER_DATA_DIR", "data"),
-        ("JUPYTER_RUNTIME_DIR", "run"),
-        ("JUPYTER_CONFIG_DIR", "config"),
-        ("RIK_RUNTIME_DIR", "r"),
-    ):
-        (root / sub).mkdir(mode=0o700)
-        monkeypatch.setenv(name, str(root / sub))
-    monkeypatch.setenv("JUPYTER_PATH", str(root / "data"))
-    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+def jupyter_home(rik_jupyter: Path) -> Path:
+    """Jupyter's data, runtime and config dirs, and rik's runtime dir, private to the test: rik.testing's
+    ``rik_jupyter``, the fixture plugin authors get."""
+    return rik_jupyter
 
 
 @dataclass

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
+from rik.testing import KernelSession
 
 
 @dataclass
@@ -20,20 +21,7 @@ class Kernel:
 
     def run(self, code: str, timeout: float = 60) -> str:
         """Execute ``code``; return its stdout; raise AssertionError with the traceback on an error."""
-        out: list[str] = []
-        errors: list[str] = []
-
-        def hook(msg: dict) -> None:
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream" and content.get("name") == "stdout":
-                out.append(content["text"])
-            elif kind == "error":
-                errors.append(f"{content['ename']}: {content['evalue']}")
-
-        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook, stop_on_error=False)
-        if reply["content"]["status"] != "ok" or errors:
-            raise AssertionError(f"{code!r} failed: {errors or reply['content']}")
-        return "".join(out)
+        return KernelSession(self.km, self.kc).run(code, timeout)
 
     def interrupt_sleep(self, seconds: int = 60, timeout: float = 20) -> str:
         """Start ``time.sleep(seconds)``, interrupt it through the kernel manager; return the error's name."""

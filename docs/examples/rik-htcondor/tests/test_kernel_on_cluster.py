@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,27 +37,13 @@ def cluster() -> dict:
     return json.loads((CLUSTER / "cluster.json").read_text())
 
 
-@pytest.fixture
-def jupyter(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Jupyter's directories and rik's runtime directory of this test only (short: ssh's sockets live there)."""
-    root = Path(tempfile.mkdtemp(prefix="rkc", dir="/tmp"))
-    for name, sub in (("JUPYTER_DATA_DIR", "d"), ("JUPYTER_RUNTIME_DIR", "run"), ("JUPYTER_CONFIG_DIR", "c"),
-                      ("RIK_RUNTIME_DIR", "r")):  # fmt: skip
-        (root / sub).mkdir(mode=0o700)
-        monkeypatch.setenv(name, str(root / sub))
-    monkeypatch.setenv("JUPYTER_PATH", str(root / "d"))
-    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def on_front(cluster: dict, *argv: str) -> str:
     host = cluster["hosts"]["rik-front"]
     cmd = ["nsenter", f"--net={host['netns']}", f"--uts={host['uts']}", "--", "runuser", "-u", "rik", "--", *argv]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd="/").stdout
 
 
-def test_a_kernel_runs_in_an_emulated_htcondor_interactive_job(cluster: dict, jupyter: Path) -> None:
+def test_a_kernel_runs_in_an_emulated_htcondor_interactive_job(cluster: dict, rik_jupyter: Path) -> None:
     from jupyter_client.manager import start_new_kernel
 
     added = subprocess.run(

@@ -28,7 +28,7 @@ __all__ = ["fake_scheduler", "rik_jupyter"]
 @pytest.fixture
 def rik_jupyter(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     # A short path: ssh's control sockets live in rik's runtime directory, and Unix socket paths are short.
-    root = Path(tempfile.mkdtemp(prefix="rikt", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))
     for variable, sub in (
         ("JUPYTER_DATA_DIR", "data"),
         ("JUPYTER_RUNTIME_DIR", "run"),
