@@ -42,9 +42,3 @@ def rik(jupyter_home: Path):
 
     return run
 
-
-def tree(path: Path) -> dict[str, bytes]:
-    """Every file under ``path`` with its content: to prove a failed command changed nothing."""
-    if not path.exists():
-        return {}
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}

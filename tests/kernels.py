@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
@@ -128,3 +129,10 @@ def processes_mentioning(text: str) -> list[tuple[int, str]]:
         if text in cmd:
             found.append((int(entry), cmd))
     return found
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` with its content: to prove a failed command changed nothing."""
+    if not path.exists():
+        return {}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}

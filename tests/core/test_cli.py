@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import tree
+from kernels import tree
 
 KCMD = "python3 -m ipykernel_launcher -f {connection_file}"
 

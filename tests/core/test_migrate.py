@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kernels import tree
 from rik.config import KernelConfig
 
 PY = "/usr/bin/python3 -m ipykernel_launcher -f {connection_file}"
@@ -59,11 +60,6 @@ def ri_manage(remote_ikernel: Path, jupyter_home: Path):
         return done.stdout.split("['", 1)[1].split("']", 1)[0]
 
     return run
-
-
-def tree(path: Path) -> dict[str, bytes]:
-    """Every file under ``path`` with its content."""
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def kernel_json(jupyter_home: Path, name: str) -> dict:
