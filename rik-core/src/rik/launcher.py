@@ -472,9 +472,9 @@ class Launcher:
 
         An ``early`` tunnel connects while the kernel is still starting (the socket paths are known). It forwards
         IOPub and the heartbeat at once, and shell, control and stdin once the kernel is ready and the frontend's
-        IOPub is connected: a frontend connects and subscribes while the kernel starts, as to a local kernel, and
-        its first ``kernel_info`` reply does not overtake its IOPub subscription (jupyter_client then waits and
-        asks again).
+        IOPub is connected (or half a second has passed): a frontend connects and subscribes while the kernel
+        starts, as to a local kernel, and its first ``kernel_info`` reply overtakes its IOPub subscription less
+        often (when it does, jupyter_client waits 0.2 s and asks again).
 
         A tunnel that comes back (``staged``) forwards IOPub and the heartbeat first, and shell, control and stdin
         only once the frontend's IOPub socket is back (:meth:`forward_rest`, through the tunnel's own control
@@ -512,8 +512,8 @@ class Launcher:
         return any(len(row) > 3 and row[1] in mine and row[3] == "01" for row in rows)  # 01: established
 
     def forward_rest(self) -> None:
-        """Shell, control and stdin for a tunnel that came back, once the frontend's IOPub had time to subscribe;
-        every channel of an early tunnel once the kernel is ready."""
+        """Shell, control and stdin: for a tunnel that came back, once the frontend's IOPub had time to subscribe;
+        for an early tunnel, once the kernel is ready and the frontend's IOPub is connected (at most 0.5 s later)."""
         assert self.ssh is not None and self.tunnel is not None
         now = time.monotonic()
         if self.tunnel_up is None:
