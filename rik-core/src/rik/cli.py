@@ -1,20 +1,24 @@
-"""The ``rik`` command: ``rik manage`` (remote_ikernel's flags and more) and ``rik plugins``."""
+"""The ``rik`` command: ``rik manage`` (remote_ikernel's flags and more) and ``rik plugins``.
+
+A new command: define it here with ``@cli.command()``, or in its own module and add it to :data:`LAZY_COMMANDS`
+(imported only when it runs or ``rik --help`` lists it).
+"""
 
 from __future__ import annotations
 
 import importlib
 import json
-import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
+from click.core import ParameterSource
+from click.shell_completion import CompletionItem
 
 from . import __version__
-from .config import KernelConfig
 from .errors import RikError, UsageError
-from .models import Resources
+from .options import ACTIONS, MANAGE_OPTIONS, Option
 
 # remote_ikernel took several values after one option (`--tunnel-hosts gw front`); click takes one value per
 # occurrence. Options listed here are rewritten to one occurrence per value before click parses them.
@@ -63,135 +67,181 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, "-V", "--version", prog_name="rik")
-def cli() -> None:
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``rik --version``: rik-core's version and each installed plugin distribution's (read from the package
+    metadata; no plugin is imported)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import entry_points
+
+    click.echo(f"rik, version {__version__}")
+    click.echo(f"rik-core {__version__}")
+    plugins: dict[tuple[str, str], list[str]] = {}
+    for ep in entry_points(group="rik"):
+        dist = ep.dist
+        key = (dist.name if dist else "?", dist.version if dist else "?")
+        plugins.setdefault(key, []).append(ep.name)
+    for (name, version), eps in sorted(plugins.items()):
+        click.echo(f"{name} {version} (plugin {', '.join(sorted(eps))})")
+    ctx.exit()
+
+
+@click.group(
+    cls=_LazyGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="Show the version of rik-core and of each installed plugin, and exit.",
+)
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """rik: all your Jupyter kernels, on all your machines, in one place.
 
     Install kernelspecs that start kernels over SSH (through gateway hosts) or inside interactive batch jobs
     (SLURM, Grid Engine, PBS, LSF) and connect them back to your notebook.
+
+    Shell completion (commands, options, kernel names): add `eval "$(_RIK_COMPLETE=bash_source rik)"` to
+    ~/.bashrc (zsh: `zsh_source` in ~/.zshrc; fish: `_RIK_COMPLETE=fish_source rik | source`).
     """
+    if ctx.invoked_subcommand is None:  # bare `rik`: the help, not an error
+        click.echo(ctx.get_help())
+
+
+def complete_kernel_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of rik kernel names (``rik manage --show/--delete``, ``rik doctor``...)."""
+    from .kernelspecs import find_kernels, is_rik
+
+    try:
+        kernels = find_kernels()
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+    return [
+        CompletionItem(name, help=str(k.spec.get("display_name", "")))
+        for name, k in sorted(kernels.items())
+        if is_rik(k) and name.startswith(incomplete.lower())
+    ]
+
+
+def _complete_interfaces(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    try:
+        from .plugins import PluginHost
+
+        schedulers = [s for r in PluginHost().records for s in r.schedulers]
+    except Exception:
+        return []
+    return [CompletionItem(s.name, help=s.help) for s in schedulers if s.name.startswith(incomplete)]
+
+
+def _click_option(opt: Option) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click option for one row of the option table."""
+    kwargs: dict[str, Any] = {"help": opt.help, "show_default": opt.show_default}
+    if opt.metavar:
+        kwargs["metavar"] = opt.metavar
+    if opt.kind == "flag":
+        kwargs["is_flag"] = True
+    elif opt.kind == "list":
+        kwargs["multiple"] = True
+    elif opt.kind == "int":
+        kwargs["type"] = click.IntRange(min=int(opt.minimum)) if opt.minimum is not None else int
+    elif opt.kind == "float":
+        kwargs["type"] = (
+            click.FloatRange(min=opt.minimum, min_open=opt.above_minimum) if opt.minimum is not None else float
+        )
+    if opt.choices is not None:
+        kwargs["type"] = click.Choice(opt.choices)
+    if opt.default is not None and opt.kind not in ("flag", "list"):
+        kwargs["default"] = opt.default
+    if opt.dest == "interface":
+        kwargs["shell_complete"] = _complete_interfaces
+    return click.option(*opt.flags, opt.dest, **kwargs)
+
+
+def _table_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(MANAGE_OPTIONS):
+        f = _click_option(opt)(f)
+    return f
+
+
+# Options that go with an action other than --add (everything else only makes sense with --add).
+_OTHER_ACTIONS_TAKE = {"show": {"as_json"}, "delete": {"dry_run"}, "import_": {"dry_run"}}
+
+
+def _takes(action: str, dest: str) -> bool:
+    if action == "add":
+        return dest != "as_json"
+    return dest in _OTHER_ACTIONS_TAKE[action]
 
 
 @cli.command(cls=_Manage)
-@click.option("-a", "--add", "action", flag_value="add", help="Add a kernel.")
-@click.option("-s", "--show", "action", flag_value="show", help="Show rik kernels (all, or those NAMEd).")
-@click.option("-d", "--delete", "action", flag_value="delete", help="Delete the kernels NAMEd.")
-@click.option(
-    "--import", "action", flag_value="import", help="Convert remote_ikernel's kernels (all, or NAMEd) to rik kernels."
-)
-@click.option(
-    "-i",
-    "--interface",
-    default="local",
-    show_default=True,
-    help="ssh, slurm, sge, sge_qrsh, pbs, lsf, local, or a plugin's.",
-)
-@click.option(
-    "-k",
-    "--kernel_cmd",
-    "--kernel-cmd",
-    "kernel_cmd",
-    metavar="CMD",
-    help="Command that starts the kernel; must contain {connection_file}.",
-)
-@click.option("-n", "--name", metavar="NAME", help="Name shown in the kernel list (default: Python 3).")
-@click.option("-l", "--language", default="python", show_default=True)
-@click.option(
-    "-x", "--host", metavar="[USER@]HOST[:PORT]", help="Host to run on (ssh) or submit host of the scheduler."
-)
-@click.option(
-    "-t", "--tunnel-hosts", "tunnel_hosts", multiple=True, metavar="HOST...", help="Gateways to go through, in order."
-)
-@click.option("-c", "--cpus", type=click.IntRange(min=1), help="CPUs (slots) for the job.")
-@click.option("--pe", metavar="PE", help="Grid Engine parallel environment (with --cpus).")
-@click.option("--memory", metavar="SIZE", help="Memory for the job, e.g. 4G.")
-@click.option("--walltime", metavar="TIME", help="Time limit for the job, e.g. 02:00:00.")
-@click.option("--gpus", type=click.IntRange(min=0), help="GPUs for the job.")
-@click.option("--queue", "--partition", "queue", metavar="QUEUE", help="Queue (partition for SLURM).")
-@click.option("--account", metavar="ACCOUNT", help="Account or project to charge.")
-@click.option("--job-name", default="rik", show_default=True, help="Name of the batch job.")
-@click.option("--launch-cmd", metavar="CMD", help="Replace the scheduler's program (e.g. qrsh, or a full path).")
-@click.option("--remote-launch-args", metavar="ARGS", help="Extra arguments for the scheduler's program.")
-@click.option(
-    "--workdir", metavar="DIR", help="Remote working directory (default: same path as here if it exists, else home)."
-)
-@click.option(
-    "--remote-precmd", metavar="CMD", help="Command to run before the kernel (module load, conda activate...)."
-)
-@click.option("--ssh-config", metavar="FILE", help="An ssh_config file for this kernel's connections.")
-@click.option(
-    "--host-keys",
-    type=click.Choice(["strict", "accept-new"]),
-    default="strict",
-    show_default=True,
-    help="accept-new: trust a host's key on first use.",
-)
-@click.option("--askpass", metavar="PROGRAM", help="Program that answers password/passphrase/one-time-code prompts.")
-@click.option(
-    "--transport",
-    type=click.Choice(["auto", "ipc", "tcp", "direct"]),
-    default="auto",
-    show_default=True,
-    help="How the remote kernel binds: Unix sockets (ipc) or loopback TCP, tunnelled back; direct: the job runs "
-    "on this machine and the kernel binds the frontend's ports itself (nothing tunnelled).",
-)
-@click.option("--interrupt-mode", type=click.Choice(["auto", "message", "signal"]), default="auto", show_default=True)
-@click.option(
-    "--queue-timeout", type=float, metavar="SECONDS", help="Give up (and cancel the job) if it has not started by then."
-)
-@click.option(
-    "--grace",
-    type=float,
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long a remote kernel outlives a lost launcher.",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log the remote session's output.")
-@click.option("--system", is_flag=True, help="Install for all users.")
-@click.option("--user", "user_install", is_flag=True, help="Install for this user (the default).")
-@click.option("--prefix", metavar="DIR", help="Install under DIR/share/jupyter/kernels.")
-@click.option("--replace", is_flag=True, help="Overwrite a kernel of the same name.")
-@click.option(
-    "--provisioner",
-    is_flag=True,
-    help="Start the kernel through rik's jupyter_client kernel provisioner (pending while the job queues).",
-)
-@click.option("--dry-run", is_flag=True, help="Say what would be done, change nothing.")
-@click.argument("names", nargs=-1)
+@_table_options
+@click.argument("names", nargs=-1, shell_complete=complete_kernel_names)
 @click.pass_context
-def manage(ctx: click.Context, action: str | None, names: tuple[str, ...], **opts: Any) -> None:
+def manage(ctx: click.Context, names: tuple[str, ...], **opts: Any) -> None:
     """Add, show or delete rik kernels (remote_ikernel's `manage` flags work as they did).
 
     \b
     rik manage --add --interface=ssh --host=login.example.org --name="Python 3"
     rik manage --add -i slurm -x login -t gateway --cpus 4 --walltime 2:00:00 --queue gpu --gpus 1
-    rik manage --show [NAME...]
+    rik manage --show [NAME...] [--json]
     rik manage --delete NAME...
+    rik manage --import [NAME...] [--dry-run]
     """
     from .manage import add_kernel, delete_kernels, import_kernels, show_kernels
 
-    if opts["system"] and opts["prefix"]:
-        raise UsageError("--system and --prefix are different locations: give one")
+    actions = [opt for opt in ACTIONS if opts.pop(opt.dest)]
+    if len(actions) > 1:
+        given = " and ".join(opt.flag for opt in actions)
+        raise UsageError(f"{given} exclude each other: give one of --add, --show, --delete, --import")
+    if not actions:
+        raise UsageError("say what to do: --add, --show, --delete or --import (see `rik manage --help`)")
+    action = actions[0].dest
+    if action != "add":
+        for opt in MANAGE_OPTIONS:
+            if opt in ACTIONS or _takes(action, opt.dest):
+                continue
+            if ctx.get_parameter_source(opt.dest) == ParameterSource.COMMANDLINE:
+                goes_with = [a.flag for a in ACTIONS if _takes(a.dest, opt.dest)]
+                raise UsageError(f"{opt.flag} goes with {' or '.join(goes_with)}, not with {actions[0].flag}")
     if action == "add":
         if names:
             raise UsageError(f"unexpected argument(s) {' '.join(names)}: --add takes options only")
-        add_kernel(opts, _manage_argv(ctx))
+        if opts["as_json"]:
+            raise UsageError("--json goes with --show, not with --add")
+        locations = [
+            flag
+            for flag, given in (
+                ("--system", opts["system"]),
+                ("--user", opts["user_install"]),
+                ("--prefix", opts["prefix"] is not None),
+            )
+            if given
+        ]
+        if len(locations) > 1:
+            raise UsageError(f"{' and '.join(locations)} are different locations: give one")
+        add_kernel(opts, _manage_argv())
     elif action == "show":
-        show_kernels(names)
+        show_kernels(names, as_json=opts["as_json"])
     elif action == "delete":
         if not names:
             raise UsageError("--delete needs the NAME of the kernel(s) to delete (see `rik manage --show`)")
         delete_kernels(names, dry_run=opts["dry_run"])
-    elif action == "import":
-        import_kernels(names, dry_run=opts["dry_run"])
     else:
-        raise UsageError("say what to do: --add, --show or --delete (see `rik manage --help`)")
+        import_kernels(names, dry_run=opts["dry_run"])
 
 
-def _manage_argv(ctx: click.Context) -> list[str]:
-    return ["rik", "manage", *sys.argv[2:]] if len(sys.argv) > 2 else ["rik", "manage"]
+_ARGV: list[str] = []  # the command line main() runs, for the kernelspec's record of how it was made
+
+
+def _manage_argv() -> list[str]:
+    args = _ARGV or sys.argv[1:]
+    return ["rik", *args]
 
 
 @cli.command()
@@ -213,8 +263,10 @@ def plugins(as_json: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: bad input is one line on stderr and a non-zero status, never a traceback."""
+    """Entry point: bad input is one line on stderr (``rik: error: ...``) and status 2; a failure one line and
+    status 1; never a traceback."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _ARGV[:] = args
     try:
         cli.main(args=args, prog_name="rik", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -224,66 +276,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except click.UsageError as exc:
         cmd = exc.ctx.command_path if exc.ctx else "rik"
-        click.echo(f"{cmd}: error: {exc.format_message()} (see `{cmd} --help`)", err=True)
+        if cmd == "rik" and args and args[0] in _LazyGroup.lazy.keys() | cli.commands.keys():
+            cmd = f"rik {args[0]}"
+        click.echo(f"rik: error: {exc.format_message()} (see `{cmd} --help`)", err=True)
         return 2
     except UsageError as exc:
         click.echo(f"rik: error: {exc}", err=True)
         return 2
     except RikError as exc:
-        click.echo(f"rik: error: {exc}", err=True)
+        if str(exc):  # an empty message: the lines above already said what failed
+            click.echo(f"rik: error: {exc}", err=True)
         return 1
     except KeyboardInterrupt:
         return 130
     return 0
 
 
-def resources_from(opts: dict[str, Any]) -> Resources:
-    return Resources(
-        cpus=opts.get("cpus"),
-        pe=opts.get("pe"),
-        memory=opts.get("memory"),
-        walltime=opts.get("walltime"),
-        gpus=opts.get("gpus"),
-        queue=opts.get("queue"),
-        account=opts.get("account"),
-    )
-
-
-def recreate_command(config: KernelConfig) -> str:
-    """The ``rik manage --add`` command line that makes this kernel again."""
-    args = ["rik", "manage", "--add", f"--interface={config.interface}", f"--name={config.name}"]
-    args.append(f"--kernel_cmd={config.kernel_cmd}")
-    if config.language != "python":
-        args.append(f"--language={config.language}")
-    if config.host:
-        args.append(f"--host={config.host}")
-    if config.tunnel_hosts:
-        args.extend(["--tunnel-hosts", *config.tunnel_hosts])
-    for name, value in config.resources.given().items():
-        args.append(f"--{name}={value}")
-    simple = {
-        "job_name": ("--job-name", "rik"),
-        "launch_cmd": ("--launch-cmd", None),
-        "launch_args": ("--remote-launch-args", None),
-        "workdir": ("--workdir", None),
-        "precmd": ("--remote-precmd", None),
-        "ssh_config": ("--ssh-config", None),
-        "host_keys": ("--host-keys", "strict"),
-        "askpass": ("--askpass", None),
-        "transport": ("--transport", "auto"),
-        "interrupt_mode": ("--interrupt-mode", "auto"),
-        "queue_timeout": ("--queue-timeout", None),
-        "grace": ("--grace", 30.0),
-    }
-    for attr, (flag, default) in simple.items():
-        value = getattr(config, attr)
-        if value != default:
-            args.append(f"{flag}={value:g}" if isinstance(value, float) else f"{flag}={value}")
-    if config.verbose:
-        args.append("--verbose")
-    return shlex.join(args)
-
-
-# Commands that live in their own modules, imported only when they run or are listed (`rik --help`): `rik manage`
-# and `rik --version` start without them.
-_LazyGroup.lazy.update(doctor="doctor", ps="lifecycle", gc="lifecycle")
+# Commands that live in their own modules (command name -> module of rik that defines it under the same name),
+# imported only when they run or are listed (`rik --help`): `rik manage` and `rik --version` start without them.
+LAZY_COMMANDS = {"doctor": "doctor", "ps": "lifecycle", "gc": "lifecycle"}
+_LazyGroup.lazy.update(LAZY_COMMANDS)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import KernelConfig
-from .errors import UsageError
+from .errors import RikError
 
 __all__ = ["InstalledKernel", "find_kernels", "install", "kernels_dir", "remove"]
 
@@ -40,8 +40,11 @@ class InstalledKernel:
 
     @property
     def config(self) -> KernelConfig | None:
+        """The kernel's rik settings (``None``: not made by rik, e.g. by remote_ikernel). Settings that cannot be
+        read (a missing or mistyped one) are a :class:`~rik.UsageError` saying which; settings from a newer rik
+        are kept (:meth:`KernelConfig.unknown_settings`)."""
         meta = self.spec.get("metadata", {}).get(METADATA_KEY)
-        if isinstance(meta, dict) and isinstance(meta.get("config"), dict):
+        if isinstance(meta, dict) and "config" in meta:
             return KernelConfig.from_json(meta["config"])
         return None
 
@@ -89,12 +92,12 @@ def install(name: str, spec: dict[str, Any], *, destination: Path, replace: bool
     try:
         destination.mkdir(parents=True, exist_ok=True)
         if target.exists() and not replace:
-            raise UsageError(f"a kernel named {name!r} already exists in {destination}: pass --replace to overwrite it")
+            raise RikError(f"a kernel named {name!r} already exists in {destination}: pass --replace to overwrite it")
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=destination))
     except PermissionError:
-        raise UsageError(f"cannot write to {destination}: permission denied (try --user, or --prefix DIR)") from None
+        raise RikError(f"cannot write to {destination}: permission denied (try --user, or --prefix DIR)") from None
     except OSError as exc:
-        raise UsageError(f"cannot write to {destination}: {exc.strerror or exc}") from None
+        raise RikError(f"cannot write to {destination}: {exc.strerror or exc}") from None
     old: Path | None = None
     try:
         os.chmod(staging, 0o755)
@@ -109,7 +112,7 @@ def install(name: str, spec: dict[str, Any], *, destination: Path, replace: bool
         shutil.rmtree(staging, ignore_errors=True)
         if old is not None and not target.exists():
             os.rename(old, target)
-        raise UsageError(f"cannot write kernel {name!r} to {destination}: {exc.strerror or exc}") from None
+        raise RikError(f"cannot write kernel {name!r} to {destination}: {exc.strerror or exc}") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -147,14 +150,25 @@ def is_rik(kernel: InstalledKernel) -> bool:
     return METADATA_KEY in kernel.spec.get("metadata", {}) or kernel.name.startswith("rik_")
 
 
-def lookup(name: str) -> InstalledKernel:
+def lookup(name: str, *, display_names: bool = False) -> InstalledKernel:
+    """The rik kernel called ``name`` (any case); with ``display_names``, also the one whose display name it is.
+    No such kernel is a :class:`~rik.RikError` listing the rik kernels there are."""
     kernels = find_kernels()
     kernel = kernels.get(name.strip().lower())
-    if kernel is None or not is_rik(kernel):
-        candidates = sorted(k for k, v in kernels.items() if is_rik(v))
-        hint = f" (rik kernels: {', '.join(candidates)})" if candidates else " (no rik kernels are installed)"
-        raise UsageError(f"no rik kernel named {name!r}{hint}")
-    return kernel
+    if kernel is not None and is_rik(kernel):
+        return kernel
+    if display_names:
+        wanted = name.strip().casefold()
+        matches = [
+            k for k in kernels.values() if is_rik(k) and str(k.spec.get("display_name", "")).casefold() == wanted
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise RikError(f"{name!r} is the display name of several kernels: {', '.join(k.name for k in matches)}")
+    candidates = sorted(k for k, v in kernels.items() if is_rik(v))
+    hint = f" (rik kernels: {', '.join(candidates)})" if candidates else " (no rik kernels are installed)"
+    raise RikError(f"no rik kernel named {name!r}{hint}")
 
 
 def remove(kernel: InstalledKernel) -> None:
@@ -163,7 +177,7 @@ def remove(kernel: InstalledKernel) -> None:
     try:
         os.rename(kernel.path, graveyard)
     except PermissionError:
-        raise UsageError(f"cannot remove {kernel.path}: permission denied (a --system kernel needs root)") from None
+        raise RikError(f"cannot remove {kernel.path}: permission denied (a --system kernel needs root)") from None
     except OSError as exc:
-        raise UsageError(f"cannot remove {kernel.path}: {exc.strerror or exc}") from None
+        raise RikError(f"cannot remove {kernel.path}: {exc.strerror or exc}") from None
     shutil.rmtree(graveyard, ignore_errors=True)

@@ -18,8 +18,8 @@ from typing import Any
 import click
 
 from . import kernelspecs
-from .config import KernelConfig
-from .errors import RikError, UsageError
+from .config import KernelConfig, recreate_command
+from .errors import RikError
 from .kernelspecs import InstalledKernel
 from .models import Resources
 from .plugins import PluginHost
@@ -90,9 +90,14 @@ def _manage_parser() -> _Parser:
 def is_remote_ikernel(kernel: InstalledKernel) -> bool:
     """A kernelspec written by remote_ikernel (and not already converted)."""
     argv = kernel.spec.get("argv")
-    if kernel.config is not None or not isinstance(argv, list) or len(argv) < 3:
+    if _made_by_rik(kernel) or not isinstance(argv, list) or len(argv) < 3:
         return False
     return [str(a) for a in argv[1:3]] == ["-m", "remote_ikernel"]
+
+
+def _made_by_rik(kernel: InstalledKernel) -> bool:
+    metadata = kernel.spec.get("metadata")
+    return isinstance(metadata, dict) and kernelspecs.METADATA_KEY in metadata
 
 
 @dataclass
@@ -216,7 +221,7 @@ def import_remote_ikernel(names: tuple[str, ...], *, dry_run: bool = False) -> N
     host = PluginHost()
     conversions: list[Conversion] = []
     for kernel in kernels:
-        if kernel.config is not None:
+        if _made_by_rik(kernel):
             click.echo(f"{kernel.name!r} is already a rik kernel: nothing to do")
             continue
         if not is_remote_ikernel(kernel):
@@ -234,14 +239,14 @@ def import_remote_ikernel(names: tuple[str, ...], *, dry_run: bool = False) -> N
             click.echo(f"Cannot convert {c.where}: {c.error}", err=True)
             continue
         notes = f" ({'; '.join(c.notes)})" if c.notes else ""
-        equivalent = _recreate(c.config)
+        equivalent = recreate_command(c.config)
         if dry_run:
             click.echo(f"Would convert {c.where}: {equivalent}{notes}")
             continue
         spec = kernelspecs.build_spec(c.config, c.display_name, shlex.split(equivalent))
         try:
             kernelspecs.install(c.kernel.path.name, spec, destination=c.kernel.path.parent, replace=True)
-        except UsageError as exc:
+        except RikError as exc:
             failures.append(c.kernel.name)
             click.echo(f"Cannot convert {c.where}: {exc}", err=True)
             continue
@@ -251,9 +256,3 @@ def import_remote_ikernel(names: tuple[str, ...], *, dry_run: bool = False) -> N
         click.echo("rik checks host keys (remote_ikernel did not): `rik doctor` tests each converted kernel's hosts.")
     if failures:
         raise RikError(f"{len(failures)} kernel(s) not converted (see above); the others are rik kernels now")
-
-
-def _recreate(config: KernelConfig) -> str:
-    from .cli import recreate_command
-
-    return recreate_command(config)
