@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,8 +72,10 @@ def test_a_local_kernel_through_the_provisioner(rik, jupyter_home: Path, mode: s
 
 
 def test_a_failed_start_raises_with_the_launchers_reason(rik, jupyter_home: Path) -> None:
-    rik("manage", "--add", "-i", "local", "-n", "Broken", "--provisioner",
-        "-k", "/nonexistent/python3 -m ipykernel_launcher -f {connection_file}", check=True)
+    rik("manage", "--add", "-i", "local", "-n", "Broken", "--provisioner", check=True)
+    # `rik manage` refuses a local kernel whose program does not exist: make it go missing afterwards.
+    spec_file = jupyter_home / "data" / "kernels" / "rik_local_broken" / "kernel.json"
+    spec_file.write_text(spec_file.read_text().replace(sys.executable + " -m ipykernel", "/nonexistent/python3 -m ipykernel"))
 
     async def start() -> str:
         km = AsyncKernelManager(kernel_name="rik_local_broken")

@@ -168,7 +168,7 @@ def test_walltime_is_announced_and_its_end_reported_with_the_schedulers_reason(r
             km.shutdown_kernel(now=True)
         km.cleanup_resources()
     text = log.read_text()
-    assert "reaches its time limit (1)" in text, text
+    assert "reaches its time limit (0:01:00)" in text, text  # `--walltime 1` is SLURM's 1 minute, stored as H:MM:SS
     assert "the scheduler ended the job" in text and "TIME LIMIT" in text, text
     wait_until(lambda: not jobs(cluster, SLURM_QUEUE, jn), 30, what="the job to leave the queue")
     assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)
