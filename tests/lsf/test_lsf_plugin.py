@@ -16,9 +16,11 @@ class TestLsfContract(SchedulerContract):
     plugin = rik_lsf.plugin
     interfaces = ("lsf",)
     transcripts = {
-        str(T / "lsf-bsub-Is.txt"): Expect(state="running"),
-        str(T / "lsf-bsub-Is-pending-killed.txt"): Expect(error="Terminated while pending"),
+        str(T / "lsf-bsub-Is.txt"): Expect(job_id="100", node="rik-c1", state="running"),
+        str(T / "lsf-bsub-Is-pending-killed.txt"): Expect(job_id="101", error="Terminated while pending"),
     }
+    # LSF's job report names the termination reason (bacct, bhist and the job's mail use the same keywords).
+    ended_lines = ("TERM_RUNLIMIT: job killed after reaching LSF run time limit.", "TERM_OWNER: job killed by owner.")
 
 
 def test_walltime_is_rounded_up_to_minutes_for_bsub() -> None:

@@ -19,6 +19,7 @@ class TestPbsContract(SchedulerContract):
         str(T / "pbs-qsub-I.txt"): Expect(state="running"),
         str(T / "pbs-qsub-I-queued-deleted.txt"): Expect(error="apparently deleted"),
     }
+    ended_lines = ("=>> PBS: job killed: walltime 65 exceeded limit 60",)
 
 
 def test_job_id_is_taken_while_waiting() -> None:

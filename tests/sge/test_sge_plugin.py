@@ -18,7 +18,9 @@ class TestSgeContract(SchedulerContract):
         str(T / "sge-8.1.9-qlogin.txt"): Expect(job_id="5", node="rik-c1", state="running"),
         str(T / "sge-8.1.9-qlogin-bad-queue.txt"): Expect(error='unknown queue "nosuch.q"'),
         str(T / "sge-8.1.9-qlogin-qdel-pending.txt"): Expect(error="could not be scheduled"),
-        str(T / "sge-8.1.9-qrsh-command.txt"): Expect(state="running", interface="sge_qrsh"),
+        str(T / "sge-8.1.9-qrsh-command.txt"): Expect(job_id="10", node="rik-c1", state="running", interface="sge_qrsh"),
+        # Ended at its h_rt limit: qrsh says nothing of it, so Grid Engine's interfaces declare no ended_pattern.
+        str(T / "sge-8.1.9-qrsh-h_rt.txt"): Expect(job_id="3", node="rik-c2", state="running", interface="sge_qrsh"),
     }
 
 

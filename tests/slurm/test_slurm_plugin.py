@@ -15,11 +15,21 @@ class TestSlurmContract(SchedulerContract):
     plugin = rik_slurm.plugin
     interfaces = ("slurm",)
     transcripts = {
-        str(T / "slurm-22.05-srun-pty-v.txt"): Expect(state="running"),
-        str(T / "slurm-22.05-srun-stdin.txt"): Expect(state="running"),
+        str(T / "slurm-22.05-srun-pty-v.txt"): Expect(job_id="4", node="rik-c1", state="running"),
+        str(T / "slurm-22.05-srun-stdin.txt"): Expect(job_id="10", node="rik-c1", state="running"),
+        str(T / "slurm-22.05-srun-queued.txt"): Expect(job_id="6", node="rik-c2", state="running"),
+        str(T / "slurm-22.05-srun-cancelled-running.txt"): Expect(job_id="9", node="rik-c1", state="running"),
         str(T / "slurm-22.05-srun-bad-partition.txt"): Expect(error="invalid partition"),
-        str(T / "slurm-22.05-srun-cancelled-pending.txt"): Expect(error="cancelled"),
+        str(T / "slurm-22.05-srun-cancelled-pending.txt"): Expect(job_id="8", error="cancelled"),
     }
+    ended_lines = (
+        # recorded: a running job cancelled (slurm-22.05-srun-cancelled-running*.txt)
+        "slurmstepd-rik-c1: error: *** STEP 9.0 ON rik-c1 CANCELLED AT 2026-11-22T00:39:50 ***",
+        "slurmstepd-rik-c2: error: *** STEP 15.0 ON rik-c2 CANCELLED AT 2026-11-22T00:20:10 ***",
+        # slurmstepd's format for a time limit and a preemption
+        "srun: error: *** STEP 12.0 ON rik-c2 CANCELLED AT 2026-11-30T12:00:00 DUE TO TIME LIMIT ***",
+        "slurmstepd-rik-c2: error: *** JOB 12 ON rik-c2 CANCELLED AT 2026-11-30T12:00:00 DUE TO PREEMPTION ***",
+    )
 
 
 def test_resources_map_to_srun_flags() -> None:

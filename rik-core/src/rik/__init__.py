@@ -9,8 +9,16 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import LaunchError, RikError, UsageError
-from .models import RESOURCE_OPTIONS, Allocation, LaunchCommand, LaunchRequest, Resources, SchedulerInfo
-from .plugins import hookimpl
+from .hookspecs import hookimpl
+from .models import (
+    RESOURCE_OPTIONS,
+    Allocation,
+    LaunchCommand,
+    LaunchRequest,
+    Resources,
+    SchedulerInfo,
+    SchedulerQuery,
+)
 
 __all__ = [
     "RESOURCE_OPTIONS",
@@ -21,6 +29,7 @@ __all__ = [
     "Resources",
     "RikError",
     "SchedulerInfo",
+    "SchedulerQuery",
     "UsageError",
     "__version__",
     "hookimpl",

@@ -3,8 +3,8 @@ scheduler plugin. There is no job: the kernel's bootstrap runs directly on this 
 
 from __future__ import annotations
 
+from .hookspecs import hookimpl
 from .models import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo
-from .plugins import hookimpl
 
 INTERFACE = "local"
 
@@ -16,26 +16,21 @@ def rik_declare_schedulers() -> list[SchedulerInfo]:
             name=INTERFACE,
             help="a kernel on this machine, e.g. from another virtual environment",
             display="Local",
+            on_this_machine=True,
         )
     ]
 
 
 @hookimpl
-def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand:
     return LaunchCommand(argv=())
 
 
 @hookimpl
-def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation:
     return Allocation(node="localhost", state="running")
 
 
 @hookimpl
-def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...]:
     return ()

@@ -16,6 +16,7 @@ __all__ = [
     "LaunchRequest",
     "Resources",
     "SchedulerInfo",
+    "SchedulerQuery",
 ]
 
 #: The resource options ``rik manage`` knows. A scheduler declares the subset it understands in
@@ -35,6 +36,13 @@ class SchedulerInfo:
     :param launch_program: the program the launch command runs by default (``srun``, ``qlogin``); used in kernel
         names and by ``rik doctor``; ``--launch-cmd`` replaces it.
     :param display: how display names call it (``SLURM``, ``SGE``); defaults to the upper-cased name.
+    :param on_this_machine: the kernel runs on this machine, started without SSH (the built-in ``local``
+        interface): nothing is tunnelled, ``--tunnel-hosts`` does not apply, and the kernel command defaults to this
+        Python's ipykernel.
+    :param ended_pattern: a regular expression (searched case-insensitively in each line) that recognises the line
+        by which the scheduler says it ended a running job: a time limit, preemption, an administrator's cancel
+        (SLURM's ``*** STEP 9.0 ON node CANCELLED AT ... DUE TO TIME LIMIT ***``). When the job's session ends
+        before the kernel did, rik reports that line as the reason; ``None``: the scheduler says nothing rik knows.
     """
 
     name: str
@@ -43,6 +51,8 @@ class SchedulerInfo:
     needs_host: bool = False
     launch_program: str | None = None
     display: str | None = None
+    on_this_machine: bool = False
+    ended_pattern: str | None = None
 
     @property
     def label(self) -> str:
@@ -130,3 +140,30 @@ class Allocation:
     state: str | None = None
     reason: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerQuery:
+    """A question ``rik doctor`` asks the scheduler on the submit host, as the kernel's user, before any job runs.
+
+    With ``option`` set, it asks whether the value of that resource option exists (``sinfo -p gpu``: does
+    partition ``gpu`` exist?); without, whether the scheduler answers at all (``condor_q -totals``).
+
+    :param what: what is asked about, as the report names it: ``partition gpu``, ``the schedd``.
+    :param argv: the command (the value already in it; never a shell string). Exit status 0 means yes.
+    :param option: the resource option (from :data:`RESOURCE_OPTIONS`) whose value is checked, or ``None``.
+    :param missing: for an ``option``: a regular expression (case-insensitive) on the output of a command that
+        failed, by which the scheduler says the value does not exist. A failure it does not match (or any failure
+        when ``None``) means doctor could not tell, and says so. Without an ``option`` every failure is a problem.
+    :param empty_is_missing: exit status 0 with no output is a no as well (``sinfo -h -p NAME`` prints nothing
+        for a partition that does not exist).
+    :param listing: a command that prints the values that do exist, separated by white space (a trailing ``*``,
+        as ``sinfo`` marks the default partition, is removed), so the fix can name them.
+    """
+
+    what: str
+    argv: tuple[str, ...]
+    option: str | None = None
+    missing: str | None = None
+    empty_is_missing: bool = False
+    listing: tuple[str, ...] = ()

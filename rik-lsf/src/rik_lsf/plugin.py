@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import re
 
-from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, hookimpl
-from rik.helpers import cancel_command, memory_amount, program, walltime_seconds
+from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, SchedulerQuery, hookimpl
+from rik.helpers import cancel_command, memory_amount, program, sibling_program, walltime_seconds
 
 INTERFACE = "lsf"
 
@@ -32,14 +32,15 @@ def rik_declare_schedulers() -> list[SchedulerInfo]:
             options=frozenset({"cpus", "memory", "walltime", "gpus", "queue", "account"}),
             launch_program="bsub",
             display="LSF",
+            # LSF's termination reasons (TERM_RUNLIMIT: job killed after reaching LSF run time limit), as its job
+            # report says them; what bsub -Is itself prints when LSF ends the job is not known.
+            ended_pattern=r"\bTERM_[A-Z]+(?:_[A-Z]+)*\b",
         )
     ]
 
 
 @hookimpl
-def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand:
     r = request.resources
     argv = [program(request.launch_cmd, "bsub"), "-Is", "-J", request.job_name]
     if r.cpus:
@@ -61,9 +62,7 @@ def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
 
 
 @hookimpl
-def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation:
     job_id = node = state = error = None
     for m in _SUBMITTED.finditer(output):
         job_id, state = m.group(1), "submitted"
@@ -78,7 +77,23 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
 
 
 @hookimpl
-def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...]:
     return cancel_command(request.launch_cmd, "bkill", allocation.job_id)
+
+
+@hookimpl
+def rik_build_doctor_queries(request: LaunchRequest) -> list[SchedulerQuery]:
+    """The queue (``bqueues NAME``)."""
+    r = request.resources
+    if not r.queue:
+        return []
+    bqueues = sibling_program(request.launch_cmd, "bqueues")
+    return [
+        SchedulerQuery(
+            what=f"queue {r.queue}",
+            option="queue",
+            argv=(bqueues, r.queue),
+            missing=r"No such queue",
+            listing=(bqueues, "-noheader", "-o", "queue_name"),
+        )
+    ]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, hookimpl
-from rik.helpers import cancel_command, hms, memory_amount, program, walltime_seconds
+from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, SchedulerQuery, hookimpl
+from rik.helpers import cancel_command, hms, memory_amount, program, sibling_program, walltime_seconds
 
 INTERFACE = "pbs"
 
@@ -35,14 +35,14 @@ def rik_declare_schedulers() -> list[SchedulerInfo]:
             options=frozenset({"cpus", "memory", "walltime", "gpus", "queue", "account"}),
             launch_program="qsub",
             display="PBS",
+            # =>> PBS: job killed: walltime 65 exceeded limit 60
+            ended_pattern=r"PBS: job killed|\bwalltime\b.*\bexceeded|killed by",
         )
     ]
 
 
 @hookimpl
-def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand:
     r = request.resources
     argv = [program(request.launch_cmd, "qsub"), "-I", "-N", request.job_name[:15]]
     if r.cpus:
@@ -63,9 +63,7 @@ def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
 
 
 @hookimpl
-def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation:
     job_id = state = error = None
     for m in _WAITING.finditer(output):
         job_id, state = m.group(1), "queued"
@@ -78,7 +76,15 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
 
 
 @hookimpl
-def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...]:
     return cancel_command(request.launch_cmd, "qdel", allocation.job_id)
+
+
+@hookimpl
+def rik_build_doctor_queries(request: LaunchRequest) -> list[SchedulerQuery]:
+    """The queue (``qstat -Q NAME``)."""
+    r = request.resources
+    if not r.queue:
+        return []
+    qstat = sibling_program(request.launch_cmd, "qstat")
+    return [SchedulerQuery(what=f"queue {r.queue}", option="queue", argv=(qstat, "-Q", r.queue), missing=r"Unknown queue")]

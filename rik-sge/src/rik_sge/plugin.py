@@ -10,11 +10,13 @@ from __future__ import annotations
 import posixpath
 import re
 
-from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, hookimpl
-from rik.helpers import cancel_command, hms, memory_amount, program, walltime_seconds
+from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, SchedulerQuery, hookimpl
+from rik.helpers import cancel_command, hms, memory_amount, program, sibling_program, walltime_seconds
 
 QLOGIN, QRSH = "sge", "sge_qrsh"
 _OPTIONS = frozenset({"cpus", "pe", "memory", "walltime", "queue", "account"})
+# No ``ended_pattern``: Grid Engine says nothing when it ends a job at its h_rt limit, qrsh just exits 137
+# (tests/data/transcripts/sge-8.1.9-qrsh-h_rt.txt).
 
 _SUBMITTED = re.compile(r'Your (?:interactive )?job (\d+) (?:\("[^"]*"\) )?has been submitted')
 _WAITING = re.compile(r"waiting for interactive job to be scheduled")
@@ -72,9 +74,7 @@ def _resources(request: LaunchRequest) -> list[str]:
 
 
 @hookimpl
-def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
-    if request.interface not in (QLOGIN, QRSH):
-        return None
+def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand:
     default = "qlogin" if request.interface == QLOGIN else "qrsh"
     prog = program(request.launch_cmd, default)
     argv = [prog, "-verbose", "-now", "n", "-N", request.job_name, *_resources(request), *request.extra_args]
@@ -85,9 +85,7 @@ def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
 
 
 @hookimpl
-def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | None:
-    if request.interface not in (QLOGIN, QRSH):
-        return None
+def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation:
     job_id = node = state = error = None
     for m in _SUBMITTED.finditer(output):
         job_id, state = m.group(1), "submitted"
@@ -106,7 +104,34 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
 
 
 @hookimpl
-def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
-    if request.interface not in (QLOGIN, QRSH):
-        return None
+def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...]:
     return cancel_command(request.launch_cmd, "qdel", allocation.job_id)
+
+
+@hookimpl
+def rik_build_doctor_queries(request: LaunchRequest) -> list[SchedulerQuery]:
+    """The queue (``qconf -sq``) and the parallel environment (``qconf -sp``)."""
+    r = request.resources
+    qconf = sibling_program(request.launch_cmd, "qconf")
+    queries = []
+    if r.queue:
+        queries.append(
+            SchedulerQuery(
+                what=f"queue {r.queue}",
+                option="queue",
+                argv=(qconf, "-sq", r.queue),
+                missing=r"No cluster queue|does not exist",
+                listing=(qconf, "-sql"),
+            )
+        )
+    if r.pe:
+        queries.append(
+            SchedulerQuery(
+                what=f"parallel environment {r.pe}",
+                option="pe",
+                argv=(qconf, "-sp", r.pe),
+                missing=r"is not a parallel environment",
+                listing=(qconf, "-spl"),
+            )
+        )
+    return queries

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, UsageError, hookimpl
-from rik.helpers import cancel_command, hms, memory_amount, program, walltime_seconds
+from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, SchedulerQuery, UsageError, hookimpl
+from rik.helpers import cancel_command, hms, memory_amount, program, sibling_program, walltime_seconds
 
 INTERFACE = "slurm"
 
@@ -37,14 +37,14 @@ def rik_declare_schedulers() -> list[SchedulerInfo]:
             options=frozenset({"cpus", "memory", "walltime", "gpus", "queue", "account"}),
             launch_program="srun",
             display="SLURM",
+            # slurmstepd: error: *** STEP 9.0 ON rik-c1 CANCELLED AT 2026-11-22T00:39:50 DUE TO TIME LIMIT ***
+            ended_pattern=r"\*\*\* (?:STEP|JOB) \S+ ON \S+ CANCELLED AT|DUE TO (?:TIME LIMIT|PREEMPTION)",
         )
     ]
 
 
 @hookimpl
-def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand:
     r = request.resources
     argv = [program(request.launch_cmd, "srun"), "--job-name", request.job_name, "--nodes=1", "--ntasks=1"]
     if r.cpus:
@@ -67,9 +67,7 @@ def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
 
 
 @hookimpl
-def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation:
     job_id = node = state = error = None
     for m in _QUEUED.finditer(output):
         job_id, state = m.group(1), "queued"
@@ -89,7 +87,33 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
 
 
 @hookimpl
-def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...]:
     return cancel_command(request.launch_cmd, "scancel", allocation.job_id)
+
+
+@hookimpl
+def rik_build_doctor_queries(request: LaunchRequest) -> list[SchedulerQuery]:
+    """The partition (``sinfo -p`` prints nothing for one that does not exist) and the account."""
+    r = request.resources
+    queries = []
+    if r.queue:
+        queries.append(
+            SchedulerQuery(
+                what=f"partition {r.queue}",
+                option="queue",
+                argv=(sibling_program(request.launch_cmd, "sinfo"), "-h", "-o", "%P", "-p", r.queue),
+                empty_is_missing=True,
+                listing=(sibling_program(request.launch_cmd, "sinfo"), "-h", "-o", "%P"),
+            )
+        )
+    if r.account:
+        sacctmgr = sibling_program(request.launch_cmd, "sacctmgr")
+        queries.append(
+            SchedulerQuery(
+                what=f"account {r.account}",
+                option="account",
+                argv=(sacctmgr, "-n", "-P", "show", "account", r.account, "format=account"),
+                empty_is_missing=True,
+            )
+        )
+    return queries

@@ -20,21 +20,15 @@ def rik_declare_schedulers() -> list[SchedulerInfo]:
 
 
 @hookimpl
-def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand:
     return LaunchCommand(argv=())
 
 
 @hookimpl
-def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation:
     return Allocation(state="running")
 
 
 @hookimpl
-def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...]:
     return ()

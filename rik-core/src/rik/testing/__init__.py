@@ -14,7 +14,8 @@ A plugin's tests subclass :class:`SchedulerContract` and say what their recorded
         }
 
 pytest collects the inherited tests: declared names, argv-only commands, the parser against every transcript (fed
-as it arrived, chunk by chunk), cancel commands, other interfaces ignored, and the entry point installed.
+as it arrived, chunk by chunk), cancel commands, the lines by which the scheduler ends a job (:attr:`ended_lines`),
+doctor's queries, answers for its own interfaces only, and the entry point installed.
 
 With no cluster at hand, :class:`FakeScheduler` runs the plugin end to end: a scripted fake of the scheduler's
 programs prints what the real one prints, then gives a job shell on this machine where rik starts a real kernel::
@@ -38,9 +39,19 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
-from ..models import RESOURCE_OPTIONS, Allocation, LaunchCommand, LaunchRequest, Resources, SchedulerInfo
+from ..hookspecs import hookimpl
+from ..models import (
+    RESOURCE_OPTIONS,
+    Allocation,
+    LaunchCommand,
+    LaunchRequest,
+    Resources,
+    SchedulerInfo,
+    SchedulerQuery,
+)
 from ..plugins import ENTRY_POINT_GROUP, PluginHost
 from .fakejob import Exit, FakeJob, FakeScheduler, Print, Shell, Wait
 from .kernel import KernelSession, add_kernel, python_kernel_cmd, rik_command, running_kernel
@@ -84,14 +95,18 @@ def read_transcript(path: str | Path) -> str:
 
 
 class SchedulerContract:
-    """Subclass and set :attr:`plugin`, :attr:`interfaces` and :attr:`transcripts`."""
+    """Subclass and set :attr:`plugin`, :attr:`interfaces` and :attr:`transcripts` (and :attr:`ended_lines` when
+    the scheduler declares an ``ended_pattern``)."""
 
     plugin: ClassVar[Any]
     interfaces: ClassVar[Sequence[str]]
     transcripts: ClassVar[Mapping[str, Expect]] = {}
+    #: Lines by which the scheduler says it ended a running job (time limit, preemption, cancel), as it prints
+    #: them: each must match the ``ended_pattern`` of every interface that declares one.
+    ended_lines: ClassVar[Sequence[str]] = ()
     #: Resources every interface is asked to honour in the argv tests.
     sample_resources: ClassVar[Resources] = Resources(
-        cpus=2, memory="4G", walltime="01:30:00", queue="q1", account="acct"
+        cpus=2, memory="4G", walltime="01:30:00", queue="q1", account="acct", pe="pe1"
     )
 
     def host(self) -> PluginHost:
@@ -136,11 +151,64 @@ class SchedulerContract:
             assert argv[0] == "/opt/sched/bin/prog"
             assert "--site-flag" in argv and "x y" in argv
 
-    def test_other_interfaces_are_left_to_other_plugins(self) -> None:
-        request = LaunchRequest(interface="rik-contract-nobody")
-        assert self.plugin.rik_build_launch_command(request=request) is None
-        assert self.plugin.rik_parse_allocation(request=request, output="") is None
-        assert self.plugin.rik_build_cancel_command(request=request, allocation=Allocation(job_id="1")) is None
+    def test_each_interface_is_answered_by_its_own_plugin_alone(self) -> None:
+        """Another plugin that answers every request, whatever its interface, is never asked about this plugin's
+        interfaces; and this plugin is never asked about the other's."""
+        other = _answers_everything("rik_contract_other")
+        host = PluginHost(
+            entry_points=False, plugins=[("under-test", self.plugin), ("other", other)], disabled=frozenset()
+        )
+        for interface in self.interfaces:
+            request = self.request(interface)
+            assert host.build_launch_command(request).argv != _OTHER_ARGV, interface
+            assert host.parse_allocation(request, "").job_id != _OTHER_JOB, interface
+            assert host.build_cancel_command(request, Allocation(job_id="1")) != _OTHER_ARGV, interface
+            assert all(q.argv != _OTHER_ARGV for q in host.build_doctor_queries(request)), interface
+        foreign = LaunchRequest(interface="rik_contract_other")
+        assert host.build_launch_command(foreign).argv == _OTHER_ARGV
+        assert host.parse_allocation(foreign, "").job_id == _OTHER_JOB
+        assert host.build_cancel_command(foreign, Allocation(job_id="1")) == _OTHER_ARGV
+
+    # -- the job's end ----------------------------------------------------------------------------------------
+    def test_ended_pattern_recognises_the_schedulers_own_lines(self) -> None:
+        host = self.host()
+        patterns = {i: host.scheduler(i).ended_pattern for i in self.interfaces}
+        declared = {i: p for i, p in patterns.items() if p}
+        if not declared:
+            assert not self.ended_lines, "ended_lines given, but no interface declares an ended_pattern"
+            return
+        assert self.ended_lines, "an ended_pattern needs ended_lines: the scheduler's own lines it must recognise"
+        for interface, pattern in declared.items():
+            compiled = re.compile(pattern, re.I)
+            for line in self.ended_lines:
+                assert compiled.search(line), f"{interface}: ended_pattern {pattern!r} misses {line!r}"
+            # What a kernel prints, and rik's own markers, are not the scheduler ending the job.
+            for line in (
+                "RIK-EXIT 0",
+                "RIK-READY ipc /tmp/rik-x/k",
+                "hello world",
+                "Traceback (most recent call last):",
+            ):
+                assert not compiled.search(line), f"{interface}: ended_pattern {pattern!r} matches {line!r}"
+
+    # -- rik doctor -------------------------------------------------------------------------------------------
+    def test_doctor_queries_are_argvs_about_what_the_request_sets(self) -> None:
+        host = self.host()
+        for interface in self.interfaces:
+            info = host.scheduler(interface)
+            request = self.request(interface, launch_cmd="/opt/sched/bin/prog")
+            queries = host.build_doctor_queries(request)
+            for query in queries:
+                assert isinstance(query, SchedulerQuery)
+                assert query.what and query.argv and all(isinstance(w, str) and w for w in query.argv)
+                assert query.argv[0].startswith("/opt/sched/bin/"), f"{query.what}: not next to --launch-cmd"
+                if query.option is not None:
+                    assert query.option in info.options, f"{interface} does not take --{query.option}"
+                    value = str(request.resources.given()[query.option])
+                    assert value in query.argv, f"{query.what}: the value {value!r} is not in {query.argv}"
+            # Nothing set, nothing asked about it.
+            bare = LaunchRequest(interface=interface)
+            assert all(q.option is None for q in host.build_doctor_queries(bare)), interface
 
     # -- parsing ----------------------------------------------------------------------------------------------
     def test_transcripts_parse_to_what_was_recorded(self) -> None:
@@ -186,7 +254,48 @@ class SchedulerContract:
 
     # -- installation -----------------------------------------------------------------------------------------
     def test_entry_point_is_installed(self) -> None:
-        from importlib_metadata import entry_points
+        from importlib.metadata import entry_points
 
         modules = {ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)}
         assert self.plugin.__name__ in modules, f"no '{ENTRY_POINT_GROUP}' entry point for {self.plugin.__name__}"
+
+
+_OTHER_ARGV = ("rik-contract-other-plugin",)
+_OTHER_JOB = "rik-contract-other-job"
+
+
+def _answers_everything(name: str) -> object:
+    """A plugin without any check of ``request.interface``: it answers whatever it is asked."""
+
+    @hookimpl
+    def rik_declare_schedulers() -> list[SchedulerInfo]:
+        return [SchedulerInfo(name=name, help="answers every request")]
+
+    @hookimpl
+    def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand:
+        return LaunchCommand(argv=_OTHER_ARGV)
+
+    @hookimpl
+    def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation:
+        return Allocation(job_id=_OTHER_JOB)
+
+    @hookimpl
+    def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...]:
+        return _OTHER_ARGV
+
+    @hookimpl
+    def rik_build_doctor_queries(request: LaunchRequest) -> list[SchedulerQuery]:
+        return [SchedulerQuery(what="everything", argv=_OTHER_ARGV)]
+
+    return SimpleNamespace(
+        **{
+            f.__name__: f
+            for f in (
+                rik_declare_schedulers,
+                rik_build_launch_command,
+                rik_parse_allocation,
+                rik_build_cancel_command,
+                rik_build_doctor_queries,
+            )
+        }
+    )

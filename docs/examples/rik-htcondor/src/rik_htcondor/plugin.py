@@ -8,6 +8,8 @@ start...`` on standard error while the job is idle. Once the job runs, the shell
 
 There are no queues in HTCondor: jobs ask for resources (``request_cpus``, ``request_memory``, ``request_gpus``)
 and are charged to an ``accounting_group``; rik passes each as a submit command with ``-append``.
+
+rik calls each hook here for the ``htcondor`` interface only, so none of them checks ``request.interface``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from __future__ import annotations
 import math
 import re
 
-from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, hookimpl
-from rik.helpers import cancel_command, memory_amount, program
+from rik import Allocation, LaunchCommand, LaunchRequest, SchedulerInfo, SchedulerQuery, hookimpl
+from rik.helpers import cancel_command, memory_amount, program, sibling_program
 
 INTERFACE = "htcondor"
 
@@ -51,9 +53,7 @@ def rik_declare_schedulers() -> list[SchedulerInfo]:
 
 
 @hookimpl
-def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand:
     r = request.resources
     argv = [program(request.launch_cmd, "condor_submit"), "-interactive", "-batch-name", request.job_name]
     submit_commands = []
@@ -73,9 +73,7 @@ def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand | None:
 
 
 @hookimpl
-def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation:
     job_id = node = state = error = None
     for m in _SUBMITTED.finditer(output):
         job_id, state = m.group(1), "idle"
@@ -90,7 +88,12 @@ def rik_parse_allocation(request: LaunchRequest, output: str) -> Allocation | No
 
 
 @hookimpl
-def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...] | None:
-    if request.interface != INTERFACE:
-        return None
+def rik_build_cancel_command(request: LaunchRequest, allocation: Allocation) -> tuple[str, ...]:
     return cancel_command(request.launch_cmd, "condor_rm", allocation.job_id)
+
+
+@hookimpl
+def rik_build_doctor_queries(request: LaunchRequest) -> list[SchedulerQuery]:
+    """``rik doctor``: the schedule daemon answers on the submit host (``condor_q`` fails when it cannot reach
+    it, as ``condor_submit`` would)."""
+    return [SchedulerQuery(what="the schedd", argv=(sibling_program(request.launch_cmd, "condor_q"), "-totals"))]
