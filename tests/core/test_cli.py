@@ -319,3 +319,36 @@ def test_the_launcher_given_a_bad_config_says_so_in_one_line(tmp_path: Path) -> 
         )
         assert done.returncode == 2 and done.stdout == "", done
         assert len(done.stderr.splitlines()) == 1 and done.stderr.rstrip().endswith(f"] {message}"), done.stderr
+
+
+def _edit_config(home: Path, name: str, change) -> None:
+    path = kernels(home) / name / "kernel.json"
+    spec = json.loads(path.read_text())
+    change(spec["metadata"]["rik"]["config"])
+    path.write_text(json.dumps(spec))
+
+
+def test_show_reads_each_kernel_on_its_own_and_names_a_broken_one_with_its_fix(rik, jupyter_home: Path) -> None:
+    for name in ("A", "B", "C", "D"):
+        rik("manage", "--add", "-n", name, check=True)
+    _edit_config(jupyter_home, "rik_local_a", lambda c: c.pop("interface"))  # broken
+    _edit_config(jupyter_home, "rik_local_b", lambda c: c.update(v=2, snapshot={"every": 60}))  # a newer rik's
+    _edit_config(jupyter_home, "rik_local_c", lambda c: c.update(resources={"nodes": 2}))  # an unknown resource
+    before = snapshot(kernels(jupyter_home))
+    result = rik("manage", "--show")
+    assert result.code == 1
+    assert result.err == (
+        f"rik: kernel 'rik_local_a' in {kernels(jupyter_home)}: bad rik kernel configuration: it has no "
+        "'interface'; make it again with `rik manage --add -n A --replace`\n"
+    )
+    listed = [line.split(":")[0] for line in result.out.splitlines() if not line.startswith(" ")]
+    assert listed == ["rik_local_b", "rik_local_c", "rik_local_d"]
+    assert "  not understood, kept (made by a newer rik: config version 2): snapshot; upgrade rik-core to use them" in result.out
+    assert "  not understood, kept: resources.nodes; upgrade rik-core to use them" in result.out
+    data = json.loads(rik("manage", "--show", "--json").out)
+    assert [(k["name"], "error" in k) for k in data] == [
+        ("rik_local_a", True), ("rik_local_b", False), ("rik_local_c", False), ("rik_local_d", False)
+    ]
+    assert data[1]["config"]["snapshot"] == {"every": 60} and data[1]["unknown_settings"] == ["snapshot"]
+    assert data[0]["fix"] == "make it again with `rik manage --add -n A --replace`"
+    assert snapshot(kernels(jupyter_home)) == before  # reading changes nothing

@@ -296,7 +296,8 @@ class KernelConfig:
         missing = [k for k in ("interface", "kernel_cmd", "name") if not isinstance(data.get(k), str)]
         if missing:
             raise UsageError(f"bad rik kernel configuration: it has no {', '.join(repr(k) for k in missing)}")
-        raw_resources = data.pop("resources", None) or {}
+        raw_resources = data.pop("resources", None)
+        raw_resources = {} if raw_resources is None else raw_resources
         if not isinstance(raw_resources, dict):
             raise UsageError("bad rik kernel configuration: 'resources' is not a JSON object")
         resources = {
