@@ -1,5 +1,5 @@
 """``rik doctor`` on the real test cluster: a healthy setup is all ok, and each deliberately broken one is named
-with its fix (forwarding disabled on a hop, an unknown host key, a missing kernel command, a wrong partition)."""
+with its fix (forwarding disabled on a hop, an unknown host key, a missing kernel command, a wrong partition or parallel environment)."""
 
 from __future__ import annotations
 
@@ -165,6 +165,19 @@ def test_a_wrong_partition_is_named_with_the_ones_that_exist(rik, cluster, jupyt
     assert "debug" in problem["fix"] and "--queue" in problem["fix"]
     assert [c["check"] for c in checks if c["status"] == "problem"] == ["queue"], statuses(checks)
 
+
+
+def test_grid_engine_queue_and_parallel_environment_are_asked_through_the_plugin(rik, cluster, jupyter_home: Path) -> None:
+    name = add_kernel(rik, cluster, "-i", "sge_qrsh", "-x", "rik-front", "-t", "rik-gw", "-n", "Pe", "--queue", "all.q",
+                      "--pe", "nosuch", "--cpus", "2")
+    code, reports = doctor(rik, name)
+    assert code == 1
+    checks = reports[name]
+    assert find(checks, "queue", "rik-front")["status"] == "ok"
+    problem = find(checks, "pe", "rik-front")
+    assert problem["message"].startswith("parallel environment nosuch on rik-front: does not exist"), problem
+    assert "--pe one of: smp" in problem["fix"]
+    assert [c["check"] for c in checks if c["status"] == "problem"] == ["pe"], statuses(checks)
 
 def test_a_local_kernel_is_checked_on_this_machine(rik, jupyter_home: Path) -> None:
     rik("manage", "--add", "-i", "local", "-n", "Here", check=True)
