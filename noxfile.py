@@ -17,7 +17,8 @@ nox.options.reuse_existing_virtualenvs = False
 ROOT = Path(__file__).parent
 PLUGINS = ["ssh", "slurm", "sge", "pbs", "lsf"]
 DISTS = ["./rik-core"] + [f"./rik-{p}" for p in PLUGINS]
-TEST_DEPS = ["pytest>=7", "ipykernel>=6", "jupyter_client>=7.4"]
+# hatchling: tests/core/test_packaging.py builds the wheels it installs into a fresh environment
+TEST_DEPS = ["pytest>=7", "ipykernel>=6", "jupyter_client>=7.4", "hatchling>=1.27"]
 # tests/frontends: the real front ends (Playwright drives Debian's chromium: tests/frontends/install-browser)
 FRONTEND_DEPS = ["jupyter_server>=2", "jupyterlab>=4", "nbclient>=0.7", "nbformat>=5", "playwright>=1.40"]
 
@@ -109,6 +110,21 @@ def demo(session: nox.Session) -> None:
         session.run("python", str(ROOT / "docs" / "demo.py"), "rik_local_demo", env=env)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """All six distributions, each an sdist and a wheel built from it, into dist/; then `twine check --strict`."""
+    session.install("build>=1", "twine>=6.1")
+    out = ROOT / "dist"
+    shutil.rmtree(out, ignore_errors=True)
+    for dist in DISTS:
+        session.run("python", "-m", "build", "--outdir", str(out), str(ROOT / dist))
+    built = sorted(str(p) for p in out.iterdir())
+    if len(built) != 2 * len(DISTS):
+        session.error(f"expected an sdist and a wheel of each of {len(DISTS)} distributions in dist/, found: {built}")
+    session.run("twine", "check", "--strict", *built)
+    session.log(f"built into {out}: install with `pip install {out}/*.whl`")
 
 
 @nox.session
