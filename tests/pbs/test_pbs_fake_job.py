@@ -35,12 +35,12 @@ def test_a_kernel_in_a_fake_qsub_interactive_job(rik_jupyter, fake_scheduler) ->
     assert wait_until(lambda: not pid_alive(int(pid)), 10), "the kernel outlived its job"
 
 
-def test_kill_9_of_the_launcher_hangs_up_the_job_terminal(rik_jupyter, fake_scheduler) -> None:
+def test_kill_9_of_the_launcher_ends_the_job_when_its_window_runs_out(rik_jupyter, fake_scheduler) -> None:
     fake = fake_qsub(fake_scheduler)
-    name = add_kernel("-i", "pbs", "-k", python_kernel_cmd(), *fake.kernel_args())
+    name = add_kernel("-i", "pbs", "-k", python_kernel_cmd(), "--grace", "3", *fake.kernel_args())
     with running_kernel(name) as kernel:
         pid = int(kernel.run("import os; print(os.getpid())"))
         assert kernel.launcher_pid
         os.kill(kernel.launcher_pid, signal.SIGKILL)
-        assert fake.wait_until_ended()
+        assert fake.wait_until_ended(timeout=40)
         assert wait_until(lambda: not pid_alive(pid), 10), "the kernel outlived its launcher"

@@ -67,15 +67,17 @@ def test_a_job_that_never_starts_is_cancelled_at_the_queue_timeout(rik_jupyter, 
     assert fake.wait_until_ended() and fake.jobs()["1001"].state == "cancelled"
 
 
-def test_kill_9_of_the_launcher_ends_the_fake_job_and_its_kernel(rik_jupyter, fake_scheduler) -> None:
+def test_kill_9_of_the_launcher_ends_the_fake_job_and_its_kernel_when_its_window_runs_out(rik_jupyter, fake_scheduler) -> None:
     fake = fake_srun(fake_scheduler, Print(ALLOCATED, stderr=True), Shell(env={"SLURM_JOB_ID": "{job_id}"}))
-    name = add_kernel("-i", "slurm", "-k", python_kernel_cmd(), *fake.kernel_args())
+    # The kernel outlives its launcher for --grace seconds of idleness (at least 6), then ends with its job.
+    name = add_kernel("-i", "slurm", "-k", python_kernel_cmd(), "--grace", "3", *fake.kernel_args())
     with running_kernel(name) as kernel:
         pid = int(kernel.run("import os; print(os.getpid())"))
         launcher = kernel.launcher_pid
         assert launcher
         os.kill(launcher, signal.SIGKILL)
-        assert fake.wait_until_ended()
+        assert pid_alive(pid), "the kernel must outlive its launcher for its window"
+        assert fake.wait_until_ended(timeout=40)
         assert wait_until(lambda: not pid_alive(pid), 10), "the kernel outlived its launcher"
 
 

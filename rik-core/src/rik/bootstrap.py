@@ -8,9 +8,13 @@ Nothing of rik is installed on the remote side: this script is all there is. It
    letting it bind its own endpoints: Unix sockets in the private directory (``ipc``), or loopback TCP ports
    picked on the remote host just before it starts (``tcp``), retried on a collision;
 3. removes the connection file once the kernel has bound its sockets, and reports on one line what it got;
-4. reads control words on its standard input (``int``, ``stop``); end of input means rik is gone: after the grace
-   period the kernel is ended (the watchdog), so nothing outlives its owner;
-5. removes the private directory and reports the kernel's exit status.
+4. reads control words on its standard input: ``ping`` (a launcher is connected), ``int`` (interrupt), ``stop``
+   (end the kernel and the job), ``start`` followed by a line with the key (a new kernel in the same job: a
+   restart in place, the old kernel ended first);
+5. keeps the window: a kernel that has had no ``ping`` for ``grace`` seconds *and* used no CPU meanwhile (idle and
+   disconnected) is ended, so nothing burns unseen; a kernel that ended on its own (a restart, a crash) leaves
+   the job *parked* for ``park`` seconds, waiting for ``start``;
+6. removes the private directory and reports how it ended; the job ends with it.
 
 Every line it prints for rik starts with ``RIK-``. The whole script is one function definition followed by a
 call, so the shell has read all of it before anything runs (and cannot mistake control words for script).
@@ -51,7 +55,9 @@ class Bootstrap:
     workdir: str | None = None  # explicit --workdir
     fallback_workdir: str | None = None  # the local working directory, used when it exists remotely
     precmd: str | None = None
-    grace: float = 30.0
+    grace: float = 3600.0
+    park: float = 60.0  # how long a job waits for a restart after its kernel ended on its own
+    eof_ends: bool = False  # the end of input ends the kernel at once (no holder: nothing can reconnect)
     job_id_env: str | None = None
 
 
@@ -118,14 +124,7 @@ def render(spec: Bootstrap) -> str:
         add(f"rik_cf={_q(spec.connection_path or '')}")
     else:
         add('rik_cf="$rik_d/kernel.json"')
-    if spec.mode == "ipc":
-        ports = ",".join(f'"{name}":{IPC_PORTS[name]}' for name in CHANNELS)
-        add(
-            'printf \'{"transport":"ipc","ip":"%s/k",'
-            + ports.replace("%", "%%")
-            + ',"key":"%s","signature_scheme":"%s","kernel_name":"%s"}\\n\' '
-            + f'"$rik_d" {_q(key)} {_q(scheme)} {_q(kernel_name)} > "$rik_cf"'
-        )
+    add(f"rik_key={_q(key)}")
     # The kernel command, through the user's login shell (csh-family shells take -l only alone).
     add(f"rik_cmd={_q(_kernel_command(spec, '{{RIKCF}}'))}")
     add('rik_cmd=$(printf "%s" "$rik_cmd" | sed "s|{{RIKCF}}|$rik_cf|g")')
@@ -146,17 +145,43 @@ def render(spec: Bootstrap) -> str:
     add("  while IFS= read -r rik_w <&3; do")
     add('    rik_p=$(cat "$rik_d/pid" 2>/dev/null)')
     add("    case $rik_w in")
+    add('      ping) : > "$rik_d/seen";;')
     add('      int) [ -n "$rik_p" ] && kill -INT "$rik_p" 2>/dev/null;;')
-    add('      stop) [ -n "$rik_p" ] && rik_end "$rik_p";;')
+    add('      stop) : > "$rik_d/stop"; [ -n "$rik_p" ] && rik_end "$rik_p";;')
+    # A restart in place: the key comes on the next line (read by the builtin, never an argument), the running
+    # kernel (if any) is ended, and the main loop starts a new one with it.
+    add(
+        '      start) IFS= read -r rik_k <&3 && printf "%s\\n" "$rik_k" > "$rik_d/next.tmp" && mv -f "$rik_d/next.tmp" "$rik_d/next"; rik_k=; [ -n "$rik_p" ] && [ ! -e "$rik_d/exited" ] && rik_end "$rik_p";;'
+    )
     add("    esac")
     add("  done")
-    # End of input: rik is gone (or lost its connection). The watchdog waits out the grace period.
-    add(
-        f'  rik_e=0; while [ $rik_e -lt {int(max(spec.grace, 0) * 10)} ] && [ -d "$rik_d" ]; do sleep 0.1 2>/dev/null || sleep 1; rik_e=$((rik_e + 1)); done'
-    )
-    add('  rik_p=$(cat "$rik_d/pid" 2>/dev/null); [ -n "$rik_p" ] && rik_end "$rik_p"')
+    if spec.eof_ends:
+        add('  : > "$rik_d/stop"; rik_p=$(cat "$rik_d/pid" 2>/dev/null); [ -n "$rik_p" ] && rik_end "$rik_p"')
     add(") </dev/null >/dev/null 2>&1 &")
     add("rik_reader=$!")
+    # The window: a kernel with no launcher connected (no ping) and no CPU used for `grace` seconds is ended; a
+    # parked job (its kernel ended on its own) waits `park` seconds for a restart. Checked every 2 s.
+    add("(")
+    add("  rik_idle=0; rik_cpu=")
+    add('  while [ -d "$rik_d" ]; do')
+    add("    sleep 2")
+    add('    [ -d "$rik_d" ] || break')
+    add('    if [ -e "$rik_d/seen" ]; then rm -f "$rik_d/seen"; rik_idle=0; continue; fi')
+    add('    rik_p=$(cat "$rik_d/pid" 2>/dev/null); rik_now=')
+    add('    if [ -n "$rik_p" ] && read -r rik_st < "/proc/$rik_p/stat" 2>/dev/null; then')
+    add('      set -- ${rik_st##*) }; rik_now="${12:-0} ${13:-0}"')
+    add("    fi")
+    add('    if [ -n "$rik_now" ] && [ "$rik_now" != "$rik_cpu" ]; then rik_cpu=$rik_now; rik_idle=0; continue; fi')
+    add("    rik_idle=$((rik_idle + 2))")
+    add(
+        f'    if [ -e "$rik_d/exited" ]; then rik_lim={int(max(spec.park, 4))}; else rik_lim={int(max(spec.grace, 6))}; fi'
+    )
+    add(
+        '    if [ $rik_idle -ge $rik_lim ]; then : > "$rik_d/expired"; : > "$rik_d/stop"; [ -n "$rik_p" ] && rik_end "$rik_p"; break; fi'
+    )
+    add("  done")
+    add(") </dev/null >/dev/null 2>&1 3<&- &")
+    add("rik_watchdog=$!")
     add("rik_try=0")
     add("while :; do")
     add("  rik_try=$((rik_try + 1))")
@@ -177,7 +202,15 @@ def render(spec: Bootstrap) -> str:
             '  printf \'{"transport":"tcp","ip":"127.0.0.1","shell_port":%s,"iopub_port":%s,'
             '"stdin_port":%s,"control_port":%s,"hb_port":%s,"key":"%s","signature_scheme":"%s",'
             '"kernel_name":"%s"}\\n\' '
-            + f'"$1" "$2" "$3" "$4" "$5" {_q(key)} {_q(scheme)} {_q(kernel_name)} > "$rik_cf"'
+            + f'"$1" "$2" "$3" "$4" "$5" "$rik_key" {_q(scheme)} {_q(kernel_name)} > "$rik_cf"'
+        )
+    if spec.mode == "ipc":
+        ports = ",".join(f'"{name}":{IPC_PORTS[name]}' for name in CHANNELS)
+        add(
+            '  printf \'{"transport":"ipc","ip":"%s/k",'
+            + ports.replace("%", "%%")
+            + ',"key":"%s","signature_scheme":"%s","kernel_name":"%s"}\\n\' '
+            + f'"$rik_d" "$rik_key" {_q(scheme)} {_q(kernel_name)} > "$rik_cf"'
         )
     add('  rm -f "$rik_d/pid" "$rik_d/ready"')
     # Ready watcher: the kernel has bound its endpoints; then the connection file goes.
@@ -227,11 +260,24 @@ def render(spec: Bootstrap) -> str:
     add('    echo "RIK-RETRY kernel exited with $rik_rc before it was ready"')
     add("    continue")
     add("  fi")
+    # A new key waiting: a restart in place. Else a stop (or the window ran out) ends the job; else the kernel
+    # ended on its own (a restart request, a crash): say so, and wait `park` seconds for a restart.
+    add('  if [ ! -e "$rik_d/next" ] && [ ! -e "$rik_d/stop" ]; then')
+    add('    echo "RIK-EXIT $rik_rc"')
+    add('    : > "$rik_d/exited"')
+    add('    while [ ! -e "$rik_d/next" ] && [ ! -e "$rik_d/stop" ]; do sleep 0.2 2>/dev/null || sleep 1; done')
+    add("  fi")
+    add('  if [ -e "$rik_d/next" ] && [ ! -e "$rik_d/stop" ]; then')
+    add('    IFS= read -r rik_key < "$rik_d/next"; rm -f "$rik_d/next" "$rik_d/exited"; rik_try=0')
+    add('    echo "RIK-RESTART"')
+    add("    continue")
+    add("  fi")
     add("  break")
     add("done")
-    add("kill $rik_reader 2>/dev/null")
+    add("kill $rik_reader $rik_watchdog 2>/dev/null")
+    add('[ -e "$rik_d/expired" ] && echo "RIK-ERROR the kernel was idle and disconnected for its whole window; ended"')
     add('rm -rf "$rik_d"')
-    add('echo "RIK-EXIT $rik_rc"')
+    add('echo "RIK-END $rik_rc"')
     add("exit $rik_rc")
     add("}")
     add("rik_main")

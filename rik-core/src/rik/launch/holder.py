@@ -1,0 +1,100 @@
+"""The holder: what keeps a kernel's job alive between connections, with nothing of rik installed remotely.
+
+A connection to a kernel is one ``/bin/sh -s`` session on the submit host (the kernel's own host for plain SSH)
+that reads the script rendered here on its standard input. The first connection *makes* the holder:
+
+- a private directory (0700) with a fifo ``in`` and a file ``out``;
+- a background shell, detached from the session (its standard streams are not the session's, ``HUP`` ignored),
+  that runs the job's client (``srun … /bin/sh -s``, ``qrsh …``; the bootstrap's own ``/bin/sh -s`` for SSH) with
+  its input from ``in`` and its output appended to ``out``. It keeps ``in`` open for writing itself, so the
+  client never sees the end of its input when a connection goes; clients that need a terminal (``qlogin``,
+  ``qsub -I``, ``bsub -Is``) get one from ``script`` (util-linux), with echo off.
+
+Every connection (the first one too) then *attaches*: it says ``RIK-ATTACHED``, copies ``out`` from a byte
+offset to the session (``tail -f``) and the session's input to ``in`` (``cat``). When the connection is lost
+(laptop asleep, network changed, a gateway restarted) only the attached ``cat`` and ``tail`` end; the client, the
+job and the kernel carry on, and the next connection attaches where the last one left off. When the client
+ends, the holder writes ``RIK-HELD-EXIT status`` and removes its directory.
+
+What goes into ``in`` (the bootstrap, control words, a restart's key) is never on a command line and never
+stored: a fifo only passes it on.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+__all__ = ["render_attach", "render_make"]
+
+
+def _q(value: str) -> str:
+    return shlex.quote(value)
+
+
+def client_command(argv: tuple[str, ...] | list[str], *, tty: bool) -> str:
+    """The shell command the holder runs for the job's client; under ``script`` when it needs a terminal."""
+    command = shlex.join(argv)
+    if not tty:
+        return command
+    inner = shlex.join(["/bin/sh", "-c", f"stty -echo 2>/dev/null; exec {command}"])
+    return f"exec script -qfec {_q(inner)} /dev/null"
+
+
+def _attach_lines(offset: int) -> list[str]:
+    return [
+        '[ -p "$rik_h/in" ] || { echo "RIK-GONE"; exit 3; }',
+        # Read-write: opening never blocks, whether or not the holder is still reading.
+        'exec 5<>"$rik_h/in"',
+        'echo "RIK-ATTACHED"',
+        f'tail -c +{int(offset) + 1} -f "$rik_h/out" 2>/dev/null &',
+        "rik_t=$!",
+        "cat >&5",
+        'kill "$rik_t" 2>/dev/null',
+        "exit 0",
+    ]
+
+
+def render_make(client: str, *, tty: bool) -> str:
+    """Make the holder for the shell command ``client`` (see :func:`client_command`), then attach to it."""
+    lines = [
+        "rik_hold() {",
+        "umask 077",
+        "rik_base=${TMPDIR:-/tmp}",
+        "[ ${#rik_base} -gt 60 ] && rik_base=/tmp",
+        'rik_h=$(mktemp -d "$rik_base/rik-h-XXXXXXXX" 2>/dev/null) || { rik_h=$rik_base/rik-h-$$-$(date +%s); mkdir -m 700 "$rik_h"; } || { echo "RIK-ERROR cannot create a private directory in $rik_base"; exit 1; }',
+        'chmod 700 "$rik_h"',
+        'mkfifo "$rik_h/in" || { echo "RIK-ERROR cannot create a fifo in $rik_h"; rm -rf "$rik_h"; exit 1; }',
+        ': > "$rik_h/out"',
+    ]
+    if tty:
+        lines.append(
+            'command -v script >/dev/null 2>&1 || { echo "RIK-ERROR $(hostname) has no script program (util-linux), '
+            'which an interactive job needs"; rm -rf "$rik_h"; exit 1; }'
+        )
+    lines += [
+        f"rik_client={_q(client)}",
+        "(",
+        "  trap '' HUP INT",
+        '  exec 4<>"$rik_h/in"',
+        '  /bin/sh -c "$rik_client" <"$rik_h/in" >>"$rik_h/out" 2>&1 4<&-',
+        "  rik_rc=$?",
+        '  echo "RIK-HELD-EXIT $rik_rc" >>"$rik_h/out"',
+        "  exec 4<&-",
+        # Attached connections have a moment to pass the last lines on before the directory goes.
+        "  sleep 2",
+        '  rm -rf "$rik_h"',
+        ") </dev/null >/dev/null 2>&1 &",
+        # The bootstraps' janitor removes rik-* directories whose owner is dead: the holder owns this one.
+        'echo "$! $(hostname)" > "$rik_h/owner"',
+        'echo "RIK-HOLD $rik_h $!"',
+        *_attach_lines(0),
+        "}",
+        "rik_hold",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_attach(hold_dir: str, offset: int) -> str:
+    """Attach a new connection to the holder in ``hold_dir``, from byte ``offset`` of its output."""
+    lines = ["rik_hold() {", f"rik_h={_q(hold_dir)}", *_attach_lines(offset), "}", "rik_hold"]
+    return "\n".join(lines) + "\n"

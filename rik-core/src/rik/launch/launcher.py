@@ -1,0 +1,783 @@
+"""The launcher: starts (or adopts) a kernel through its plugin, keeps it reachable, and ends it as the user chose.
+
+One thread, one ``select`` loop; signals only set flags (through a wake-up pipe). The parts it drives:
+:class:`~.session.Session` (the connection to the holder that keeps the job alive between connections),
+:class:`~.tunnel.Tunnel` (the five channels), :class:`~.control.ControlRelay` (tells a shutdown from a restart).
+
+How a launcher ends, and what it leaves:
+
+- ``shutdown`` (the frontend asked for a shutdown, SIGTERM, a failed start): the kernel, the job, the holder and
+  every file are gone.
+- ``park`` (the kernel ended on its own: a restart, a crash): the job waits a short while for the next launcher,
+  which starts a fresh kernel in it (restart in place: same job, no queue wait).
+- ``detach`` (``rik attach`` ended, or the launcher was killed): the kernel lives on for its window (``--grace``,
+  counted while idle and disconnected, never past walltime), listed by ``rik ps``, until reattached or stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import bootstrap
+from ..config import Endpoint, KernelConfig, parse_endpoint
+from ..errors import LaunchError, RikError
+from ..models import Allocation, LaunchCommand, LaunchRequest
+from ..plugins import PluginHost
+from ..ssh import SSHSettings, SSHTransport, explain_ssh_failure
+from ..state import KernelState, state_dir
+from . import holder
+from .logs import log
+from .proc import Proc, child_setup
+from .protocol import START, Marker, parse_marker, split_lines
+from .session import Session
+from .tunnel import CHANNELS, Tunnel
+
+__all__ = ["Launcher", "kernel_route"]
+
+#: Lines by which schedulers say they ended a job (time limit, preemption, an administrator's cancel).
+_SCHEDULER_ENDED = re.compile(
+    r"CANCELLED AT|DUE TO TIME LIMIT|TIME LIMIT|exceeded|h_rt|killed by|TERM_RUNLIMIT|walltime", re.I
+)
+PING_SECONDS = 2.0
+CONTACT_SAVE_SECONDS = 30.0
+
+
+@dataclass
+class Where:
+    """Where things are, learnt along the way."""
+
+    allocation: Allocation = field(default_factory=Allocation)
+    node: str | None = None
+    job_id: str | None = None
+    remote_dir: str | None = None
+    endpoints: dict[str, str] | None = None
+    ready: bool = False
+    kernel_exit: int | None = None  # RIK-EXIT: the kernel ended (the job may wait for a restart)
+    end_status: int | None = None  # RIK-END: the bootstrap ended, and the job with it
+    error: str | None = None
+
+
+def kernel_route(
+    has_job: bool, submit: Endpoint | None, chain: tuple[Endpoint, ...], node: str | None
+) -> tuple[Endpoint, tuple[Endpoint, ...]]:
+    """The host the kernel runs on, and the hops before it: the host itself for plain SSH; for a job, its node
+    reached through the chain and the submit host."""
+    if not has_job:
+        assert submit is not None
+        return submit, chain
+    target = parse_endpoint(node or "", "node")
+    hops = chain + ((submit,) if submit else ())
+    if submit and target.host == submit.host:
+        return submit, chain
+    return target, hops
+
+
+class Launcher:
+    def __init__(
+        self,
+        config: KernelConfig,
+        connection_file: str,
+        connection: dict[str, Any],
+        *,
+        plugins: PluginHost | None = None,
+        adopt: KernelState | None = None,
+        reattach: bool = False,
+    ) -> None:
+        self.config = config
+        self.connection_file = connection_file
+        self.connection = connection
+        self.plugins = plugins or PluginHost()
+        self.scheduler = self.plugins.scheduler(config.interface)
+        self.request: LaunchRequest = config.request()
+        self.command: LaunchCommand = self.plugins.build_launch_command(self.request)
+        self.local = config.interface == "local"
+        self.mode = "direct" if self.local else config.effective_transport()
+        self.submit: Endpoint | None = config.endpoint()
+        self.chain = config.chain()
+        self.ssh: SSHTransport | None = None
+        if not self.local:
+            self.ssh = SSHTransport(
+                SSHSettings(ssh_config=config.ssh_config, host_keys=config.host_keys, askpass=config.askpass)
+            )
+        self.key = str(connection.get("key", ""))
+        self.park_seconds = float(min(max(config.grace, 4.0), 60.0))
+        self.where = Where()
+        self.output = ""  # everything the job printed before the bootstrap took over (allocation parsing)
+        self.pending = b""
+        self.tail: list[str] = []
+        self.started_at = time.monotonic()
+        self.flags: set[str] = set()
+        self.bootstrap_sent = False
+        self.starter_sent_at: float | None = None
+        self.last_output_at = time.monotonic()
+        self.stopping = False
+        self.outcome = "shutdown"
+        self.allocated = not self.command.argv  # no job: the shell is there at once
+        self.allocated_at: float | None = None
+        self.walltime_warned = False
+        self.last_ping = 0.0
+        self.last_saved_contact = 0.0
+        self.adopt = adopt
+        self.reattach = reattach
+        self.restart_sent = False
+        self.cancelled: set[str] = set()
+        self.kernel_status: int | None = None  # a kernel that ended on its own, when that ends the launcher
+        self.wake_w: int | None = None
+        self.relay: Any = None
+        self.session = Session(self._session_argv, self.ssh.env() if self.ssh else dict(os.environ), self.on_output)
+        self.tunnel: Tunnel | None = None
+        name = adopt.name if adopt is not None else Path(connection_file).stem
+        self.record = KernelState(
+            name=name,
+            launcher_pid=os.getpid(),
+            config=config.to_json(),
+            connection_file=connection_file,
+            grace=config.grace,
+            mode=self.mode,
+            session_name=os.environ.get("JPY_SESSION_NAME") or None,
+            kernel_name=_kernel_name(config),
+        )
+        if adopt is not None:
+            self.record.path = adopt.path
+            self.record.started = adopt.started
+            for attr in ("job_id", "node", "remote_dir", "kernel_pid", "hold_dir", "holder_pid", "offset"):
+                setattr(self.record, attr, getattr(adopt, attr))
+            self.record.allocated_at = adopt.allocated_at
+            self.record.walltime_seconds = adopt.walltime_seconds
+            self.record.session_name = self.record.session_name or adopt.session_name
+            self.record.kernel_name = adopt.kernel_name or self.record.kernel_name
+
+    # -- signals ---------------------------------------------------------------------------------------------
+    def install_signals(self) -> int:
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd)
+        self.wake_w = wfd
+        names = {signal.SIGINT: "interrupt", signal.SIGTERM: "terminate", signal.SIGHUP: "terminate"}
+        if self.reattach:  # `rik attach`: Ctrl-C leaves the kernel running
+            names[signal.SIGINT] = "detach"
+
+        def handler(signum: int, frame: object) -> None:
+            self.flags.add(names[signal.Signals(signum)])
+
+        for sig in names:
+            signal.signal(sig, handler)  # also undoes an inherited "ignore" (nohup, background scripts)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        return rfd
+
+    # -- the job ---------------------------------------------------------------------------------------------
+    def _session_argv(self) -> list[str]:
+        """``/bin/sh -s`` where the holder lives: the submit host through the chain, or this machine."""
+        shell = ["/bin/sh", "-s"]
+        if self.local:
+            return shell
+        if self.submit is None:
+            return shell
+        assert self.ssh is not None
+        return self.ssh.command(self.submit, self.chain, shell)
+
+    def client_command(self) -> str:
+        """What the holder runs: the job's client, or (plain SSH) the shell that reads the bootstrap."""
+        argv = list(self.command.argv) or list(self.request.command)
+        return holder.client_command(argv, tty=self.command.tty)
+
+    def start(self) -> None:
+        if self.adopt is not None and self.adopt_kernel():
+            return
+        where = f" on {self.submit}" if self.submit else ""
+        via = f" via {' '.join(str(h) for h in self.chain)}" if self.chain else ""
+        what = "kernel" if not self.command.argv else f"{self.scheduler.label} job"
+        log.info("starting %s%s%s", what, where, via)
+        self.record.status = "starting"
+        self.record.save()
+        if self.local:
+            self.session.direct(list(self.request.command))
+            self.send_bootstrap()
+        else:
+            self.session.make(self.client_command(), tty=self.command.tty)
+
+    def adopt_kernel(self) -> bool:
+        """Connect to the kernel of an earlier launcher (its holder). False: there is nothing to adopt."""
+        rec = self.adopt
+        assert rec is not None and rec.hold_dir
+        self.session.hold_dir = rec.hold_dir
+        self.session.holder_pid = rec.holder_pid
+        self.session.offset = rec.offset
+        self.where.node = rec.node
+        self.where.job_id = rec.job_id
+        self.where.remote_dir = rec.remote_dir
+        self.where.endpoints = dict(rec.endpoints) if rec.endpoints else None
+        self.allocated = True
+        self.allocated_at = time.monotonic() - (time.time() - rec.allocated_at) if rec.allocated_at else None
+        self.bootstrap_sent = True
+        self.starter_sent_at = time.monotonic()
+        what = "reattaching to" if self.reattach else "restarting, in the same job,"
+        job = f" (job {rec.job_id})" if rec.job_id else ""
+        log.info("%s the kernel on %s%s", what, rec.node or self.submit, job)
+        self.record.status = "attaching"
+        self.record.save()
+        self.session.attach()
+        return True
+
+    def bootstrap_script(self) -> str:
+        fallback = os.getcwd() if not self.config.workdir else None
+        spec = bootstrap.Bootstrap(
+            connection=self.connection,
+            kernel_argv=self.config.kernel_argv(),
+            mode=self.mode,
+            connection_path=self.connection_file if self.mode == "direct" else None,
+            workdir=self.config.workdir,
+            fallback_workdir=fallback,
+            precmd=self.config.precmd,
+            grace=self.config.grace,
+            park=self.park_seconds,
+            eof_ends=self.local,
+            job_id_env=self.command.job_id_env,
+        )
+        return bootstrap.render(spec)
+
+    def send_bootstrap(self) -> None:
+        self.bootstrap_sent = True
+        if not self.session.write(self.bootstrap_script().encode()):
+            raise LaunchError("could not send the kernel's bootstrap: the session closed")
+
+    def control(self, word: str) -> bool:
+        return bool(self.bootstrap_sent and self.session.write(f"{word}\n".encode()))
+
+    # -- output ----------------------------------------------------------------------------------------------
+    def on_output(self, data: bytes) -> None:
+        self.last_output_at = time.monotonic()
+        text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+        if not self.allocated or (self.command.tty and not self.bootstrap_sent):
+            self.output += text
+            if not self.allocated:
+                self.update_allocation()
+        lines, self.pending = split_lines(self.pending, data)
+        for line in lines:
+            self.on_line(line)
+        if self.command.tty and self.starter_sent_at and not self.bootstrap_sent and START.search(text):
+            self.send_bootstrap()
+
+    def update_allocation(self) -> None:
+        alloc = self.plugins.parse_allocation(self.request, self.output)
+        if alloc == self.where.allocation:
+            return
+        old = self.where.allocation
+        self.where.allocation = alloc
+        if alloc.job_id and alloc.job_id != self.where.job_id:
+            self.where.job_id = alloc.job_id
+            log.info("job %s submitted", alloc.job_id)
+            self.save_state()
+        if alloc.error:
+            raise LaunchError(f"the scheduler refused the job: {alloc.error}")
+        said_below = self.command.node_in_job and alloc.state == "running" and not self.allocated
+        if (alloc.state, alloc.reason) != (old.state, old.reason) and alloc.state and not alloc.node and not said_below:
+            log.info("job %s %s%s", alloc.job_id or "", alloc.state, f" ({alloc.reason})" if alloc.reason else "")
+        if alloc.node and not self.where.node and self.command.argv:
+            self.where.node = alloc.node
+            self.mark_allocated()
+            log.info("job %s running on %s", alloc.job_id or "", alloc.node)
+        elif self.command.node_in_job and alloc.state == "running" and not self.allocated:
+            self.mark_allocated()
+            log.info("job %s running", alloc.job_id or "")
+
+    def mark_allocated(self) -> None:
+        self.allocated = True
+        self.allocated_at = time.monotonic()
+        self.record.allocated_at = time.time()
+        from ..helpers import walltime_seconds
+
+        if self.config.resources.walltime:
+            with contextlib.suppress(Exception):
+                self.record.walltime_seconds = float(walltime_seconds(self.config.resources.walltime))
+
+    def on_line(self, line: str) -> None:
+        marker = parse_marker(line)
+        if marker is None:
+            if line.strip():
+                self.tail = ([*self.tail, line])[-20:]
+                log.debug("remote: %s", line)
+            return
+        self.on_marker(marker)
+
+    def on_marker(self, m: Marker) -> None:
+        kind, rest = m.kind, m.text
+        if kind == "NODE":
+            parts = m.words
+            hostname = parts[0] if parts else None
+            if len(parts) >= 3 and not self.where.job_id:
+                self.where.job_id = parts[1]
+            self.where.remote_dir = parts[-1] if parts else None
+            if not self.where.node:
+                self.where.node = hostname
+            if not self.allocated_at and self.command.argv:
+                self.mark_allocated()
+            if self.mode == "direct" and not self.local and hostname != socket.gethostname():
+                raise LaunchError(
+                    f"the job runs on {hostname}, not on this machine ({socket.gethostname()}): "
+                    "--transport direct needs a job on this machine; remake the kernel with --transport auto"
+                )
+            log.info("kernel starting on %s", hostname)
+            if self.mode == "ipc" and self.where.remote_dir and self.tunnel is None:
+                # The socket paths are known now: connect the tunnel while the kernel starts, not after it.
+                self.where.endpoints = self.ipc_endpoints(f"{self.where.remote_dir}/k")
+                self.ensure_tunnel().start(self.where.endpoints, early=True)
+            self.save_state()
+        elif kind == "WORKDIR":
+            log.info("working directory %s", rest)
+        elif kind == "READY":
+            self.on_ready(list(m.words))
+        elif kind == "ERROR":
+            self.where.error = rest
+            log.error("%s", rest)
+        elif kind == "PID":
+            self.record.kernel_pid = int(rest) if rest.strip().isdigit() else None
+            self.save_state()
+        elif kind == "RETRY":
+            log.info("retrying the kernel start: %s", rest)
+        elif kind == "RESTART":
+            log.info("starting a new kernel in the same job")
+        elif kind == "EXIT":
+            self.where.kernel_exit = m.status() if m.status() is not None else 0
+        elif kind == "END":
+            self.where.end_status = m.status()
+
+    def on_ready(self, words: list[str]) -> None:
+        kind = words[0] if words else "direct"
+        endpoints = None
+        if kind == "ipc":
+            endpoints = self.ipc_endpoints(words[1])
+        elif kind == "tcp":
+            endpoints = {k: f"127.0.0.1:{p}" for k, p in zip(CHANNELS, words[1:], strict=False)}
+        self.where.kernel_exit = None
+        early = self.tunnel is not None and self.tunnel.proc is not None and endpoints == self.tunnel.endpoints
+        self.where.endpoints = endpoints
+        self.where.ready = True
+        self.record.status = "attached"
+        self.record.endpoints = endpoints
+        self.save_state()
+        if not self.local and self.key:
+            with contextlib.suppress(OSError):
+                self.record.save_key(self.key)
+        if early:
+            assert self.tunnel is not None
+            self.tunnel.forward_rest(True)  # the early tunnel's forwards, now that there is a kernel behind them
+        elif endpoints:
+            self.ensure_tunnel().start(endpoints)
+        took = time.monotonic() - self.started_at
+        if self.mode == "direct":
+            log.info("kernel process started (%.2f s)", took)
+        else:
+            log.info("kernel up: its sockets are bound (%.2f s)", took)
+
+    @staticmethod
+    def ipc_endpoints(prefix: str) -> dict[str, str]:
+        return {k: f"{prefix}-{bootstrap.IPC_PORTS[k]}" for k in CHANNELS}
+
+    def save_state(self) -> None:
+        """Record job, node, holder and remote pid as soon as they are known (``rik ps``, ``rik gc``)."""
+        self.record.job_id = self.where.job_id
+        self.record.node = self.where.node
+        self.record.remote_dir = self.where.remote_dir
+        self.record.ready = self.where.ready
+        self.record.hold_dir = self.session.hold_dir
+        self.record.holder_pid = self.session.holder_pid
+        self.record.offset = self.session.offset
+        self.record.launcher_pid = os.getpid()
+        self.record.save()
+
+    # -- tunnels ---------------------------------------------------------------------------------------------
+    def tunnel_route(self) -> tuple[Endpoint, tuple[Endpoint, ...]]:
+        """The kernel's host, and the hops before it."""
+        return kernel_route(bool(self.command.argv), self.submit, self.chain, self.where.node)
+
+    def ensure_tunnel(self) -> Tunnel:
+        if self.tunnel is None:
+            assert self.ssh is not None
+            local: dict[str, int | str] = {k: int(self.connection[k]) for k in CHANNELS}
+            if self.relay is not None:
+                local["control_port"] = str(self.relay.inner)
+            self.tunnel = Tunnel(self.ssh, local, self.tunnel_route, int(self.connection["iopub_port"]))
+        return self.tunnel
+
+    def start_relay(self) -> None:
+        """Relay the control channel (to tell a shutdown from a restart), where the kernel has a tunnel."""
+        if self.local or self.mode == "direct" or self.ssh is None:
+            return
+        from .control import ControlRelay
+
+        inner = self.ssh.dir / f"c-{os.getpid()}.sock"
+        try:
+            self.relay = ControlRelay(
+                int(self.connection["control_port"]),
+                inner,
+                self.key,
+                str(self.connection.get("signature_scheme", "hmac-sha256")),
+                self.wake_w,
+            )
+        except Exception as exc:  # the port is taken, no zmq: control goes straight through the tunnel
+            log.debug("control relay unavailable (%s): shutdowns and restarts are told apart by the kernel's exit", exc)
+            self.relay = None
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        wake = self.install_signals()
+        try:
+            self.start_relay()
+            self.start()
+            return self.loop(wake)
+        except RikError as exc:
+            log.error("%s", exc)
+            self.outcome = "shutdown"
+            return 1
+        finally:
+            self.teardown()
+
+    def loop(self, wake: int) -> int:
+        queue_deadline = (
+            self.started_at + self.config.queue_timeout if self.config.queue_timeout and self.command.argv else None
+        )
+        stop_deadline: float | None = None
+        while True:
+            fds = [wake]
+            if self.session.fd is not None:
+                fds.append(self.session.fd)
+            if self.tunnel is not None and self.tunnel.fd is not None:
+                fds.append(self.tunnel.fd)
+            waiting = bool(self.tunnel and self.tunnel.waiting() and self.where.ready)
+            readable, _, _ = select.select(fds, [], [], 0.02 if waiting else 0.25)
+            if wake in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake, 512)
+            now = time.monotonic()
+            # -- what the user (or the frontend) asked for
+            if "detach" in self.flags:
+                log.info("detaching: the kernel keeps running for its window (rik ps, rik attach, rik stop)")
+                self.outcome = "detach"
+                return 0
+            if "terminate" in self.flags and stop_deadline is None:
+                if self.relay is not None and self.relay.seen == "restart" and self.where.ready:
+                    log.info("restarting: the job waits for the next kernel")
+                    self.outcome = "park"
+                    return 0
+                log.info("shutting down")
+                self.stopping = True
+                if not self.where.ready:
+                    return 143
+                if not self.control("stop"):
+                    return 143
+                stop_deadline = now + 4.0
+            if "interrupt" in self.flags:
+                self.flags.discard("interrupt")
+                if self.where.ready:
+                    log.info("interrupting the kernel")
+                    if not self.control("int"):
+                        log.warning("not connected to the kernel: the interrupt could not be passed on")
+            # -- the connection to the holder
+            if self.session.fd is not None and self.session.fd in readable:
+                if not self.session.readable():
+                    status = self.connection_ended(now)
+                    if status is not None:
+                        return status
+            elif self.session.state == "lost" and now >= self.session.next_try and not self.stopping:
+                self.session.reconnect()
+            if self.session.state == "attached":
+                self.on_attached(now)
+            # -- the kernel
+            if self.where.end_status is not None:
+                return self.finished()
+            if self.where.kernel_exit is not None and self.where.ready:
+                status = self.kernel_exited()
+                if status is not None:
+                    return status
+            if stop_deadline is not None and now > stop_deadline:
+                log.warning("the kernel did not stop in time; ending its session")
+                return 143
+            if (
+                self.command.tty
+                and self.allocated
+                and self.starter_sent_at is None
+                and self.session.state == "attached"
+            ):
+                self.maybe_type_starter(now)
+            if queue_deadline is not None and not self.where.ready and now > queue_deadline:
+                raise LaunchError(
+                    f"the job did not start within --queue-timeout={self.config.queue_timeout:g} s; cancelled it"
+                )
+            if self.tunnel is not None:
+                self.tunnel.check(self.where.ready)
+            self.check_walltime(now)
+
+    def on_attached(self, now: float) -> None:
+        """Each time the connection is (back) up: the bootstrap, a restart's key, pings, the record."""
+        if not self.bootstrap_sent and not self.command.tty:
+            self.send_bootstrap()
+        if self.adopt is not None and not self.reattach and not self.restart_sent:
+            self.restart_sent = True
+            # The key on its own line, read by the bootstrap's builtin `read`: never an argument anywhere.
+            self.session.write(f"start\n{self.key}\n".encode())
+        if self.adopt is not None and self.reattach and not self.where.ready and self.where.endpoints:
+            self.where.ready = True
+            self.record.status = "attached"
+            self.ensure_tunnel().start(self.where.endpoints, staged=True)
+            log.info("reattached; the kernel answers through the tunnel again")
+            self.save_state()
+        if self.record.status == "reconnecting":
+            self.record.status = "attached"
+            self.save_state()
+            if self.tunnel is not None:
+                self.tunnel.restart_now(self.where.ready)
+        if now - self.last_ping >= PING_SECONDS:
+            self.last_ping = now
+            self.control("ping")
+            if time.time() - (self.record.last_contact or 0) >= CONTACT_SAVE_SECONDS:
+                self.record.last_contact = time.time()
+                self.save_state()
+
+    def connection_ended(self, now: float) -> int | None:
+        """The session ended: the job's client ended, the holder is gone, or the connection was lost."""
+        state = self.session.state
+        if state == "ended" or self.stopping:
+            return self.finished()
+        if state == "gone":
+            if self.adopt is not None and not self.reattach and not self.where.ready and not self.restart_sent:
+                log.info("the earlier kernel's job is gone: starting a new one")
+                self.adopt = None
+                self.session = Session(self._session_argv, self.session._env, self.on_output)
+                self.where = Where()
+                self.allocated = not self.command.argv
+                self.bootstrap_sent = False
+                self.starter_sent_at = None
+                self.start()
+                return None
+            raise LaunchError("the kernel is gone: its job ended (or its holder was removed) while disconnected")
+        if not self.session.attached_once:
+            text = "\n".join(self.session.tail)
+            why = self.session.error or explain_ssh_failure(text)
+            if why:
+                raise LaunchError(why)
+            last = next((line for line in reversed(self.session.tail) if line.strip()), None)
+            raise LaunchError(f"could not reach {self.submit or 'the kernel'}{': ' + last.strip() if last else ''}")
+        # Lost: the laptop slept, the network changed, a gateway restarted. The kernel carries on; reconnect.
+        why = explain_ssh_failure("\n".join(self.session.tail)) or "the connection ended"
+        delay = self.session.schedule_reconnect(now)
+        if self.session.attempts == 0:
+            log.warning("lost the connection to the kernel (%s); reconnecting in %.1f s", why, delay)
+        self.record.status = "reconnecting"
+        self.save_state()
+        if self.session.lost_at is not None and now - self.session.lost_at > max(self.config.grace, 10) + 60:
+            raise LaunchError(
+                f"could not reach the kernel for {now - self.session.lost_at:.0f} s; it has ended, or ends on its own "
+                "when its window runs out (rik ps)"
+            )
+        return None
+
+    def kernel_exited(self) -> int | None:
+        """The kernel ended by itself: a shutdown (the frontend asked), else a restart or a crash."""
+        status = self.where.kernel_exit
+        if self.local or self.mode == "direct" or (self.relay is not None and self.relay.seen == "shutdown"):
+            self.kernel_status = status
+            self.stopping = True
+            self.control("stop")
+            self.where.kernel_exit = None
+            self.where.ready = False
+            return None  # RIK-END follows
+        log.info(
+            "the kernel exited (status %s); its job waits %d s for a restart in place", status, int(self.park_seconds)
+        )
+        self.outcome = "park"
+        return 0
+
+    def check_walltime(self, now: float) -> None:
+        """Say in the log when the job's time limit is near (5 minutes, or a tenth of it for short jobs)."""
+        if self.walltime_warned or not self.where.ready or not self.config.resources.walltime:
+            return
+        from ..helpers import walltime_seconds
+
+        limit = walltime_seconds(self.config.resources.walltime)
+        left = limit - (now - (self.allocated_at or self.started_at))
+        if left <= min(300.0, limit / 10):
+            self.walltime_warned = True
+            log.warning(
+                "job %s reaches its time limit (%s) in about %d s: the scheduler will then end the kernel",
+                self.where.job_id or "",
+                self.config.resources.walltime,
+                max(left, 0),
+            )
+
+    def maybe_type_starter(self, now: float) -> None:
+        """An interactive job shell: type the starter once its prompt is there (typing earlier can kill the
+        session on some schedulers)."""
+        if self.command.ready_pattern:
+            if not re.search(self.command.ready_pattern, self.output, re.M):
+                return
+        elif now - self.last_output_at < 1.0:
+            return
+        self.starter_sent_at = now
+        self.session.write((bootstrap.STARTER + "\n").encode())
+
+    def finished(self) -> int:
+        """The bootstrap or the job's client ended (or the launcher is stopping)."""
+        self.outcome = "shutdown"
+        if self.where.error and not self.where.ready:
+            raise LaunchError(self.where.error)
+        if not self.where.ready and self.where.end_status is None and not self.stopping:
+            text = "\n".join(
+                [*self.tail, *self.session.tail, self.output.strip().splitlines()[-1] if self.output.strip() else ""]
+            )
+            why = explain_ssh_failure(self.output + "\n" + text)
+            if why:
+                raise LaunchError(why)
+            last = next((line for line in reversed(self.tail) if line.strip()), None)
+            raise LaunchError(f"the kernel did not start{': ' + last.strip() if last else ''}")
+        if self.stopping:
+            status = self.kernel_status
+            if status:
+                last = "; ".join(t.strip() for t in self.tail[-3:])
+                log.error("the kernel exited with status %s%s", status, f": {last}" if last else "")
+                return status
+            log.info("kernel ended")
+            return 0
+        if self.where.error:
+            log.error("the kernel ended: %s", self.where.error)
+            return 1
+        ended = next((line.strip() for line in reversed(self.tail) if _SCHEDULER_ENDED.search(line)), None)
+        if ended:
+            log.error("the scheduler ended the job: %s", ended)
+            return 1
+        status = self.where.end_status
+        if status is None:
+            last = next((line.strip() for line in reversed(self.tail) if line.strip()), "no message")
+            log.error("the job ended before the kernel did: %s", last)
+            return 1
+        if status not in (0, None):
+            last = "; ".join(t.strip() for t in self.tail[-3:])
+            log.error("the kernel exited with status %s%s", status, f": {last}" if last else "")
+            return status
+        log.info("kernel exited")
+        return 0
+
+    # -- teardown --------------------------------------------------------------------------------------------
+    def teardown(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+        if self.tunnel is not None:
+            self.tunnel.stop()
+        if self.outcome in ("park", "detach"):
+            self.session.close()
+            if self.outcome == "park":
+                self.record.status = "parked"
+                self.record.park_until = time.time() + self.park_seconds
+            else:
+                self.record.status = "detached"
+            self.record.last_contact = time.time()
+            self.save_state()
+            return
+        self.stopping = True
+        if not self.where.ready:
+            # A job still queued (or starting) has no kernel to stop: cancel it first, while there is time
+            # (front ends kill a launcher that does not exit within a few seconds).
+            self.cancel_job()
+        if self.session.proc is not None:
+            if self.session.state == "attached" and self.where.end_status is None and self.bootstrap_sent:
+                if self.control("stop"):
+                    self.wait_for_end(3.5)
+            self.session.close()
+        if self.where.ready or self.where.job_id:
+            self.cancel_job()
+        self.record.remove()
+
+    def wait_for_end(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.where.end_status is None and self.session.fd is not None:
+            readable, _, _ = select.select([self.session.fd], [], [], 0.1)
+            if readable and not self.session.readable():
+                return
+
+    def cancel_job(self) -> None:
+        job_id = self.where.job_id or self.where.allocation.job_id
+        if not job_id or not self.command.argv or job_id in self.cancelled:
+            return
+        self.cancelled.add(job_id)
+        cancel_job(self.plugins, self.request, self.ssh, self.submit, self.chain, job_id, self.where.node)
+
+
+def cancel_job(
+    plugins: PluginHost,
+    request: LaunchRequest,
+    ssh: SSHTransport | None,
+    submit: Endpoint | None,
+    chain: tuple[Endpoint, ...],
+    job_id: str,
+    node: str | None,
+) -> bool:
+    """Run the plugin's cancel command for ``job_id`` on the submit host; False when it could not be run."""
+    try:
+        argv = plugins.build_cancel_command(request, Allocation(job_id=job_id, node=node))
+    except RikError as exc:
+        log.error("%s", exc)
+        return False
+    if not argv:
+        return True
+    full = ssh.command(submit, chain, argv) if submit is not None and ssh is not None else list(argv)
+    log.info("cancelling job %s: %s", job_id, shlex.join(argv))
+    try:
+        result = subprocess.run(
+            full,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=ssh.env() if ssh else None,
+            preexec_fn=child_setup,
+        )
+        out = (result.stdout + result.stderr).strip()
+        if out:
+            log.debug("cancel: %s", out)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.error("could not cancel job %s: %s", job_id, exc)
+        return False
+    return True
+
+
+def _kernel_name(config: KernelConfig) -> str | None:
+    return getattr(config, "name", None)
+
+
+def find_adoptable(connection_file: str, key: str) -> KernelState | None:
+    """The record of an earlier launcher for this very connection file and key (a restart), whose launcher is
+    gone and whose holder is known: its job can take the new kernel."""
+    from ..state import load
+
+    record = load(state_dir() / f"{Path(connection_file).stem}.json")
+    if record is None or not record.hold_dir or record.launcher_pid == os.getpid():
+        return None
+    if record.launcher_alive() or record.key() != key or not key:
+        return None
+    return record
+
+
+def find_session(session_name: str, key: str) -> KernelState | None:
+    """A detached kernel of the notebook ``session_name`` with this key (the provisioner reattaching)."""
+    from ..state import load_all
+
+    for record in load_all():
+        if record.session_name == session_name and record.hold_dir and not record.launcher_alive():
+            if record.key() == key and key and record.status != "parked":
+                return record
+    return None
+
+
+__all__ += ["Proc", "cancel_job", "find_adoptable", "find_session"]
