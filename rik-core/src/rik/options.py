@@ -278,3 +278,29 @@ def by_field(name: str) -> Option:
 def default(name: str) -> Any:
     """The default of the option that sets ``KernelConfig.<name>``."""
     return _BY_FIELD[name].default
+
+
+def markdown_table() -> str:
+    """The option table as the Markdown table in docs/cli.md (a test keeps the two the same)."""
+    rows = ["| option | default | choices | what it does |", "| --- | --- | --- | --- |"]
+    for opt in MANAGE_OPTIONS:
+        flags = ", ".join(
+            f"`{f}`" + (f" {opt.metavar}" if opt.metavar and i == len(opt.flags) - 1 else "")
+            for i, f in enumerate(opt.flags)
+        )
+        if opt.kind == "flag":
+            default_text = ""
+        elif opt.kind == "list":
+            default_text = "none"
+        else:
+            default_text = (
+                ""
+                if opt.default is None
+                else f"`{opt.default:g}`"
+                if isinstance(opt.default, float)
+                else f"`{opt.default}`"
+            )
+        choices = ", ".join(f"`{c}`" for c in opt.choices) if opt.choices else ""
+        text = opt.help.replace("|", "\\|")
+        rows.append(f"| {flags} | {default_text} | {choices} | {text} |")
+    return "\n".join(rows) + "\n"
