@@ -154,7 +154,7 @@ class KernelConfig:
                 shlex.split(self.launch_args)
             except ValueError as exc:
                 raise UsageError(f"--remote-launch-args does not parse ({exc}): {self.launch_args!r}") from None
-        local = _on_this_machine(scheduler)  # runs here: no SSH at all
+        local = scheduler.on_this_machine  # runs here: no SSH at all
         if scheduler.needs_host and not self.host:
             raise UsageError(f"interface {scheduler.name!r} needs --host (host, user@host or host:port)")
         if local and self.host:
@@ -389,10 +389,6 @@ def walltime_style(scheduler: SchedulerInfo) -> str:
         return style
     # Until SchedulerInfo carries walltime_style, the one first-party scheduler with forms of its own.
     return "slurm" if scheduler.name == "slurm" else "hms"
-
-
-def _on_this_machine(scheduler: SchedulerInfo) -> bool:
-    return bool(getattr(scheduler, "on_this_machine", False)) or scheduler.name == "local"
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -25,13 +25,9 @@ REMOTE_KERNEL_CMD = "python3 -m ipykernel_launcher -f {connection_file}"
 
 
 def default_kernel_cmd(scheduler: SchedulerInfo) -> str:
-    if _on_this_machine(scheduler):
+    if scheduler.on_this_machine:
         return f"{sys.executable} -m ipykernel_launcher -f {{connection_file}}"
     return REMOTE_KERNEL_CMD
-
-
-def _on_this_machine(scheduler: SchedulerInfo) -> bool:
-    return bool(getattr(scheduler, "on_this_machine", False)) or scheduler.name == "local"
 
 
 def add_kernel(opts: dict[str, Any], manage_argv: list[str]) -> None:
@@ -45,7 +41,7 @@ def add_kernel(opts: dict[str, Any], manage_argv: list[str]) -> None:
     ).validate(scheduler)
     # The plugin must be able to build its command now, not when a notebook starts the kernel.
     host.build_launch_command(config.request())
-    if _on_this_machine(scheduler):
+    if scheduler.on_this_machine:
         check_local_kernel_command(config.kernel_argv())
     name = config.kernel_name(scheduler)
     display = config.display_name(scheduler)

@@ -28,7 +28,7 @@ __all__ = ["Conversion", "convert", "import_remote_ikernel", "is_remote_ikernel"
 
 INTERFACES = ("local", "ssh", "pbs", "sge", "sge_qrsh", "slurm", "lsf")
 #: What remote_ikernel's launcher ran when the kernel.json gave no --kernel_cmd.
-DEFAULT_KERNEL_CMD = "ipython kernel -f {host_connection_file}"
+REMOTE_IKERNEL_KERNEL_CMD = "ipython kernel -f {host_connection_file}"
 GRID_ENGINE = ("sge", "sge_qrsh")
 
 
@@ -53,7 +53,7 @@ def _launcher_parser() -> _Parser:
     p.add_argument("--interface", default="local")
     p.add_argument("--cpus", type=int, default=1)
     p.add_argument("--pe")
-    p.add_argument("--kernel_cmd", default=DEFAULT_KERNEL_CMD)
+    p.add_argument("--kernel_cmd", default=REMOTE_IKERNEL_KERNEL_CMD)
     p.add_argument("--workdir")
     p.add_argument("--host")
     p.add_argument("--precmd")
