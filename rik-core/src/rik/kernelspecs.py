@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -47,6 +48,15 @@ class InstalledKernel:
         if isinstance(meta, dict) and "config" in meta:
             return KernelConfig.from_json(meta["config"])
         return None
+
+    def remake_hint(self) -> str:
+        """What to do about settings that cannot be read: the command that made the kernel, with ``--replace``,
+        when kernel.json recorded it; else delete and add again."""
+        argv = self.manage_argv
+        if argv and len(argv) > 2 and argv[1] == "manage" and "--add" in argv:
+            again = shlex.join([*argv, *([] if "--replace" in argv else ["--replace"])])
+            return f"make it again with `{again}`"
+        return f"delete it with `rik manage --delete {self.name}` and add it again"
 
     @property
     def manage_argv(self) -> list[str] | None:

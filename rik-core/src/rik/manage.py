@@ -16,7 +16,6 @@ import click
 from . import kernelspecs
 from .config import KernelConfig, recreate_command
 from .errors import RikError, UsageError
-from .kernelspecs import InstalledKernel
 from .models import SchedulerInfo
 from .plugins import PluginHost
 
@@ -94,17 +93,6 @@ def check_local_kernel_command(words: list[str]) -> None:
         )
 
 
-def _broken(kernel: InstalledKernel, exc: RikError) -> tuple[str, str]:
-    """Why ``kernel``'s rik settings cannot be read, and what to do about it."""
-    argv = kernel.manage_argv
-    if argv and len(argv) > 2 and argv[1] == "manage" and "--add" in argv:
-        again = shlex.join([*argv, *([] if "--replace" in argv else ["--replace"])])
-        fix = f"make it again with `{again}`"
-    else:
-        fix = f"delete it with `rik manage --delete {kernel.name}` and add it again"
-    return str(exc), fix
-
-
 def show_kernels(names: tuple[str, ...], *, as_json: bool = False) -> None:
     if names:
         kernels = [kernelspecs.lookup(n, display_names=True) for n in names]
@@ -129,7 +117,7 @@ def show_kernels(names: tuple[str, ...], *, as_json: bool = False) -> None:
             config = kernel.config
         except RikError as exc:
             broken += 1
-            record["error"], record["fix"] = _broken(kernel, exc)
+            record["error"], record["fix"] = str(exc), kernel.remake_hint()
             if not as_json:
                 click.echo(
                     f"rik: kernel {kernel.name!r} in {kernel.path.parent}: {record['error']}; {record['fix']}", err=True
