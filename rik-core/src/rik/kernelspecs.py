@@ -181,6 +181,22 @@ def lookup(name: str, *, display_names: bool = False) -> InstalledKernel:
     raise RikError(f"no rik kernel named {name!r}{hint}")
 
 
+def complete_kernel_names(ctx: Any, param: Any, incomplete: str) -> list[Any]:
+    """Shell completion of installed rik kernel names, for a click argument's ``shell_complete`` (``rik manage
+    --show/--delete NAME``, ``rik doctor NAME``...); the display name is the completion's help."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        kernels = find_kernels()
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+    return [
+        CompletionItem(name, help=str(k.spec.get("display_name", "")))
+        for name, k in sorted(kernels.items())
+        if is_rik(k) and name.startswith(incomplete.lower())
+    ]
+
+
 def remove(kernel: InstalledKernel) -> None:
     """Remove a kernelspec directory: renamed away first so that it vanishes at once."""
     graveyard = kernel.path.parent / f".{kernel.path.name}.removed.{os.getpid()}"
