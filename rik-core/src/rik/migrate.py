@@ -217,7 +217,7 @@ def import_remote_ikernel(names: tuple[str, ...], *, dry_run: bool = False) -> N
     """Convert remote_ikernel kernelspecs (all, or those named) into rik kernels, one line per kernel."""
     kernels, failures = _find(names)
     for line in failures:
-        click.echo(line, err=True)
+        click.echo(f"rik: {line}", err=True)
     host = PluginHost()
     conversions: list[Conversion] = []
     for kernel in kernels:
@@ -226,7 +226,7 @@ def import_remote_ikernel(names: tuple[str, ...], *, dry_run: bool = False) -> N
             continue
         if not is_remote_ikernel(kernel):
             failures.append(kernel.name)
-            click.echo(f"Cannot convert {kernel.name!r} in {kernel.path.parent}: not made by remote_ikernel", err=True)
+            click.echo(f"rik: Cannot convert {kernel.name!r} in {kernel.path.parent}: not made by remote_ikernel", err=True)
             continue
         conversions.append(convert(kernel, host))
     if not kernels and not failures:
@@ -236,7 +236,7 @@ def import_remote_ikernel(names: tuple[str, ...], *, dry_run: bool = False) -> N
     for c in conversions:
         if c.config is None:
             failures.append(c.kernel.name)
-            click.echo(f"Cannot convert {c.where}: {c.error}", err=True)
+            click.echo(f"rik: Cannot convert {c.where}: {c.error}", err=True)
             continue
         notes = f" ({'; '.join(c.notes)})" if c.notes else ""
         equivalent = recreate_command(c.config)
@@ -248,7 +248,7 @@ def import_remote_ikernel(names: tuple[str, ...], *, dry_run: bool = False) -> N
             kernelspecs.install(c.kernel.path.name, spec, destination=c.kernel.path.parent, replace=True)
         except RikError as exc:
             failures.append(c.kernel.name)
-            click.echo(f"Cannot convert {c.where}: {exc}", err=True)
+            click.echo(f"rik: Cannot convert {c.where}: {exc}", err=True)
             continue
         uses_ssh = uses_ssh or bool(c.config.host)
         click.echo(f"Converted {c.where}: {equivalent}{notes}")
