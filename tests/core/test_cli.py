@@ -12,27 +12,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from manage_cases import assert_refused, kernels, snapshot
 from rik import __version__
 
 KCMD = "python3 -m ipykernel_launcher -f {connection_file}"
-
-
-def kernels(home: Path) -> Path:
-    return home / "data" / "kernels"
-
-
-def snapshot(path: Path) -> dict[str, tuple[int, bytes]]:
-    """Every entry under ``path`` (folders too) with its mode and content: a refused command changed nothing."""
-    if not path.exists():
-        return {}
-    return {
-        str(p.relative_to(path)): (p.stat().st_mode, b"" if p.is_dir() else p.read_bytes())
-        for p in sorted(path.rglob("*"))
-    }
-
-
-def installed(name: str) -> bool:
-    return any(ep.name == name for ep in entry_points(group="rik"))
 
 
 def test_version_lists_rik_core_and_every_installed_plugin(rik) -> None:
@@ -171,14 +154,6 @@ def test_shell_completion_completes_kernel_names(rik, jupyter_home: Path) -> Non
     assert done.stdout.split() == ["plain,rik_local_complete_me"]
 
 
-def snapshot_case(rik, jupyter_home: Path, args: list[str], code: int, message: str) -> None:
-    rik("manage", "--add", "-n", "Existing", check=True)
-    before = snapshot(kernels(jupyter_home))
-    result = rik(*args)
-    assert (result.code, result.err, result.out) == (code, f"rik: error: {message}\n", ""), result
-    assert snapshot(kernels(jupyter_home)) == before
-
-
 BAD_INPUTS = [
     # what to do: one action
     (["manage", "--show", "--delete", "rik_local_existing"], 2,
@@ -258,7 +233,7 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
         assert result.code == code and result.err.startswith("rik: error: unknown interface 'nosuch'"), result
         assert len(result.err.splitlines()) == 1 and all(n in result.err for n in names), result
         return
-    snapshot_case(rik, jupyter_home, args, code, message)
+    assert_refused(rik, jupyter_home, args, code, message)
 
 
 def test_a_local_python_without_ipykernel_is_refused_with_a_hint(rik, jupyter_home: Path, tmp_path: Path) -> None:
@@ -268,7 +243,7 @@ def test_a_local_python_without_ipykernel_is_refused_with_a_hint(rik, jupyter_ho
         f"{python} has no module 'ipykernel_launcher', so this kernel could not start: install ipykernel there "
         f"({python} -m pip install ipykernel), or give --kernel-cmd a Python that has it"
     )
-    snapshot_case(rik, jupyter_home, ["manage", "--add", "-k", f"{python} -m ipykernel_launcher -f {{connection_file}}"],
+    assert_refused(rik, jupyter_home, ["manage", "--add", "-k", f"{python} -m ipykernel_launcher -f {{connection_file}}"],
                   2, message)
 
 
