@@ -198,10 +198,10 @@ def _takes(action: str, dest: str) -> bool:
 
 @cli.command(cls=_Manage)
 @_table_options
-@click.argument("names", nargs=-1, shell_complete=complete_kernel_names)
+@click.argument("names", nargs=-1, metavar="[NAME]...", shell_complete=complete_kernel_names)
 @click.pass_context
 def manage(ctx: click.Context, names: tuple[str, ...], **opts: Any) -> None:
-    """Add, show or delete rik kernels (remote_ikernel's `manage` flags work as they did).
+    """Add, show, delete or import rik kernels (remote_ikernel's `manage` flags work as they did).
 
     \b
     rik manage --add --interface=ssh --host=login.example.org --name="Python 3"
@@ -311,5 +311,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # Commands that live in their own modules (command name -> module of rik that defines it under the same name),
 # imported only when they run or are listed (`rik --help`): `rik manage` and `rik --version` start without them.
-LAZY_COMMANDS = {"doctor": "doctor", "ps": "lifecycle", "gc": "lifecycle"}
+LAZY_COMMANDS = {"doctor": "doctor", "ps": "lifecycle", "gc": "lifecycle", "attach": "lifecycle", "stop": "lifecycle"}
 _LazyGroup.lazy.update(LAZY_COMMANDS)
