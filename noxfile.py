@@ -133,7 +133,7 @@ def bench(session: nox.Session) -> None:
 
     `nox -s bench -- --quick` for a short run; benchmarks/README.md has the method and the options."""
     _bring_up_cluster(session)
-    session.install(*DISTS, *TEST_DEPS, "pyinstrument")
+    session.install(*DISTS, *TEST_DEPS, "pyinstrument", "matplotlib")
     session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)
 
 
