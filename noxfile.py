@@ -18,7 +18,7 @@ ROOT = Path(__file__).parent
 PLUGINS = ["ssh", "slurm", "sge", "pbs", "lsf"]
 DISTS = ["./rik-core"] + [f"./rik-{p}" for p in PLUGINS]
 # hatchling: tests/core/test_packaging.py builds the wheels it installs into a fresh environment
-TEST_DEPS = ["pytest>=7", "ipykernel>=6", "jupyter_client>=7.4", "hatchling>=1.27"]
+TEST_DEPS = ["pytest>=7", "psutil>=5.9", "ipykernel>=6", "jupyter_client>=7.4", "hatchling>=1.27"]
 # tests/frontends: the real front ends (Playwright drives Debian's chromium: tests/frontends/install-browser)
 FRONTEND_DEPS = ["jupyter_server>=2", "jupyterlab>=4", "nbclient>=0.7", "nbformat>=5", "playwright>=1.40"]
 

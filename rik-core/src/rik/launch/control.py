@@ -1,14 +1,28 @@
-"""The control channel, relayed by the launcher so that it can tell a shutdown from a restart.
+"""The kernel's channels, relayed by the launcher: frontends connect to the launcher, which is always there.
 
-jupyter_client restarts a kernel by asking it to shut down (``shutdown_request`` with ``restart: true`` on the
-control channel), waiting for the kernelspec's process to end, and starting it again with the same connection
-file; a shutdown is the same request with ``restart: false``. Only the request says which, so the launcher binds
-the frontend's control port itself (a ZeroMQ ROUTER on 127.0.0.1) and relays every message, unchanged, to the
-kernel's control socket through the tunnel (a DEALER on a Unix socket in rik's private runtime directory). Routing
-identities travel as ZeroMQ's extended request-reply envelope, which kernels echo back.
+The launcher binds the frontend's shell, control, stdin (ZeroMQ ROUTER) and IOPub (XPUB) ports on 127.0.0.1 and
+relays every message, unchanged, to the kernel's sockets through the tunnel (DEALER and XSUB sockets connected to
+Unix sockets in rik's private runtime directory, which the tunnel forwards to the kernel's endpoints). Routing
+identities travel as ZeroMQ's extended request-reply envelope, which kernels echo back. The heartbeat is not
+relayed: it goes through the tunnel as it is, so it still says whether the *kernel* answers.
 
-A ``shutdown_request`` counts only when its signature is valid for the kernel's key: another local user who can
-reach 127.0.0.1 cannot make rik cancel a job.
+What this gives:
+
+- **Nothing is lost when the tunnel comes back.** The frontends' connections never break (they are local). While
+  the tunnel is down, or until the relay's IOPub subscription has reached the kernel again (its handshake is
+  seen), requests wait in the relay; otherwise a request could overtake the subscription, and the kernel would
+  publish its busy/output/idle to nobody, leaving the frontend waiting forever.
+- **A request sent into a dead connection is sent again.** After the laptop wakes up, ssh still holds a
+  connection that the network has lost; a request written into it never reaches the kernel. The relay keeps each
+  request until the kernel shows it got it (its ``busy`` status or its reply, both carry the request's id) and,
+  when the tunnel comes back, sends again those the kernel never acknowledged. (A request whose busy status was
+  lost in the very instant the connection broke could run twice; a request lost for good would leave the
+  notebook waiting forever, which is far more common.)
+- **A shutdown told from a restart.** jupyter_client restarts a kernel by asking it to shut down (``shutdown_request``
+  with ``restart: true`` on control), waiting for the kernelspec's process to end and starting it again with the
+  same connection file; a shutdown is the same request with ``restart: false``. Only the request says which. It
+  counts only when its signature is valid for the kernel's key: another local user who can reach 127.0.0.1
+  cannot make rik cancel a job.
 """
 
 from __future__ import annotations
@@ -19,14 +33,32 @@ import hmac
 import json
 import os
 import threading
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from .logs import log
 
-__all__ = ["ControlRelay", "shutdown_kind"]
+__all__ = ["RELAYED", "ChannelRelay", "shutdown_kind"]
 
 DELIM = b"<IDS|MSG>"
+#: The channels the launcher relays (the heartbeat goes straight through the tunnel).
+RELAYED = ("shell_port", "control_port", "stdin_port", "iopub_port")
+#: After the IOPub handshake, how long requests still wait for the subscription that follows it.
+SUBSCRIBE_MARGIN = 0.05
+
+
+def _ids(frames: list[bytes]) -> tuple[str | None, str | None]:
+    """The message's own id and its parent's (pure; ``None`` where a frame is missing or not JSON)."""
+    try:
+        i = frames.index(DELIM)
+        header, parent = json.loads(frames[i + 2]), json.loads(frames[i + 3])
+    except (ValueError, IndexError):
+        return None, None
+    own = header.get("msg_id") if isinstance(header, dict) else None
+    par = parent.get("msg_id") if isinstance(parent, dict) else None
+    return (own if isinstance(own, str) else None), (par if isinstance(par, str) else None)
 
 
 def shutdown_kind(frames: list[bytes], key: bytes, scheme: str = "hmac-sha256") -> str | None:
@@ -61,59 +93,166 @@ def shutdown_kind(frames: list[bytes], key: bytes, scheme: str = "hmac-sha256") 
     return "restart" if isinstance(body, dict) and body.get("restart") else "shutdown"
 
 
-class ControlRelay:
-    """Relays the control channel between ``127.0.0.1:port`` and the Unix socket ``inner`` in a thread; calls
-    ``on_shutdown(kind)`` (from that thread) for each shutdown request."""
+class ChannelRelay:
+    """Binds ``ports`` (channel -> 127.0.0.1 port) and relays them to Unix sockets ``inner[channel]`` in a thread."""
 
-    def __init__(self, port: int, inner: Path, key: str, scheme: str, wake: int | None) -> None:
+    def __init__(self, ports: dict[str, int], directory: Path, key: str, scheme: str, wake: int | None) -> None:
         import zmq
 
-        self.inner = inner
         self.key = key.encode()
         self.scheme = scheme
         self.wake = wake
-        self.seen: str | None = None  # "shutdown" or "restart", the last request seen
+        self.seen: str | None = None  # "shutdown" or "restart": the last such request the frontend made
+        short = {"shell_port": "sh", "control_port": "co", "stdin_port": "in", "iopub_port": "io"}
+        self.inner = {ch: directory / f"z{os.getpid()}{short[ch]}.sock" for ch in RELAYED}
+        self.subscribed = False  # the relay's IOPub subscription has reached the kernel (as far as can be seen)
         self._stop = threading.Event()
         self._ctx = zmq.Context()
-        self._front = self._ctx.socket(zmq.ROUTER)
-        self._front.linger = 0
-        self._front.bind(f"tcp://127.0.0.1:{port}")
-        self._back = self._ctx.socket(zmq.DEALER)
-        self._back.linger = 0
-        self._back.connect(f"ipc://{inner}")
-        self._thread = threading.Thread(target=self._run, name="rik-control", daemon=True)
+        self._front: dict[str, Any] = {}
+        self._back: dict[str, Any] = {}
+        try:
+            for ch in ("shell_port", "control_port", "stdin_port"):
+                front = self._socket(zmq.ROUTER)
+                front.bind(f"tcp://127.0.0.1:{ports[ch]}")
+                back = self._socket(zmq.DEALER)
+                back.connect(f"ipc://{self.inner[ch]}")
+                self._front[ch], self._back[ch] = front, back
+            front = self._socket(zmq.XPUB)
+            front.bind(f"tcp://127.0.0.1:{ports['iopub_port']}")
+            back = self._socket(zmq.XSUB)
+            self._monitor = back.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+            back.connect(f"ipc://{self.inner['iopub_port']}")
+            self._front["iopub_port"], self._back["iopub_port"] = front, back
+        except zmq.ZMQError:
+            self._close_sockets()
+            raise
+        self._held: deque[tuple[str, list[bytes]]] = deque()
+        # Requests not yet acknowledged by the kernel: id -> (channel, frames); and those it has seen (busy).
+        self._pending: dict[str, tuple[str, list[bytes]]] = {}
+        self._seen: set[str] = set()
+        self._ready_at: float | None = None
+        self._thread = threading.Thread(target=self._run, name="rik-relay", daemon=True)
         self._thread.start()
+
+    def _socket(self, kind: int) -> Any:
+        import zmq
+
+        sock = self._ctx.socket(kind)
+        sock.linger = 0
+        # Towards the tunnel: retry soon when it comes back, without hammering it while the kernel starts.
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        return sock
+
+    def _wake(self) -> None:
+        if self.wake is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.wake, b"r")
 
     def _run(self) -> None:
         import zmq
+        from zmq.utils.monitor import recv_monitor_message
 
         poller = zmq.Poller()
-        poller.register(self._front, zmq.POLLIN)
-        poller.register(self._back, zmq.POLLIN)
+        owner: dict[Any, tuple[str, str]] = {}
+        for ch, sock in self._front.items():
+            poller.register(sock, zmq.POLLIN)
+            owner[sock] = (ch, "front")
+        for ch, sock in self._back.items():
+            poller.register(sock, zmq.POLLIN)
+            owner[sock] = (ch, "back")
+        poller.register(self._monitor, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                for sock, _ in poller.poll(200):
+                events = dict(poller.poll(20 if self._held else 200))
+                if self._monitor in events:
+                    self._on_monitor(recv_monitor_message(self._monitor))
+                if self._ready_at is not None and time.monotonic() >= self._ready_at:
+                    self._ready_at = None
+                    self.subscribed = True
+                    self._wake()
+                if self.subscribed:
+                    while self._held:
+                        ch, frames = self._held.popleft()
+                        self._back[ch].send_multipart(frames)
+                for sock in events:
+                    if sock is self._monitor:
+                        continue
+                    ch, side = owner[sock]
                     frames = sock.recv_multipart()
-                    if sock is self._front:
-                        kind = shutdown_kind(frames[1:], self.key, self.scheme)
-                        if kind:
-                            self.seen = kind
-                            log.info("the frontend asked for a %s", kind)
-                            if self.wake is not None:
-                                with contextlib.suppress(OSError):
-                                    os.write(self.wake, b"c")
-                        self._back.send_multipart(frames)
+                    if side == "back":
+                        self._acknowledged(ch, frames)
+                        self._front[ch].send_multipart(frames)
+                    elif ch == "iopub_port":
+                        self._back[ch].send_multipart(frames)  # a subscription: XSUB keeps and resends it
                     else:
-                        self._front.send_multipart(frames)
+                        if ch == "control_port":
+                            self._note_control(frames)
+                        if ch != "stdin_port":
+                            own, _ = _ids(frames)
+                            if own:
+                                self._pending[own] = (ch, frames)
+                        if self.subscribed and not self._held:
+                            self._back[ch].send_multipart(frames)
+                        else:
+                            self._held.append((ch, frames))
         except zmq.ZMQError as exc:
             if not self._stop.is_set():
-                log.warning("the control channel relay stopped: %s", exc)
+                log.warning("the channel relay stopped: %s", exc)
+
+    def _on_monitor(self, event: dict[str, Any]) -> None:
+        import zmq
+
+        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._ready_at = time.monotonic() + SUBSCRIBE_MARGIN
+            log.debug("relay: IOPub connected to the kernel")
+        elif event["event"] == zmq.EVENT_DISCONNECTED:
+            was = self.subscribed
+            self.subscribed = False
+            self._ready_at = None
+            if was:
+                # The tunnel went down: what the kernel never acknowledged may have gone down with it.
+                resend = [(i, entry) for i, entry in self._pending.items() if i not in self._seen]
+                self._held.extendleft(reversed([entry for _, entry in resend]))
+                for i, _ in resend:
+                    del self._pending[i]
+                log.debug("relay: IOPub disconnected; requests wait (%d to send again)", len(resend))
+
+    def _acknowledged(self, ch: str, frames: list[bytes]) -> None:
+        """A reply (shell, control) or anything on IOPub names its request as parent: the kernel has it."""
+        _, parent = _ids(frames)
+        if not parent:
+            return
+        if ch == "iopub_port":
+            if parent in self._pending:
+                self._seen.add(parent)
+        else:
+            self._pending.pop(parent, None)
+            self._seen.discard(parent)
+
+    def _note_control(self, frames: list[bytes]) -> None:
+        kind = shutdown_kind(frames[1:], self.key, self.scheme)
+        if kind:
+            self.seen = kind
+            log.info("the frontend asked for a %s", kind)
+            self._wake()
+
+    def _close_sockets(self) -> None:
+        monitor = getattr(self, "_monitor", None)
+        if monitor is not None and "iopub_port" in self._back:
+            with contextlib.suppress(Exception):
+                self._back["iopub_port"].disable_monitor()
+        if monitor is not None:
+            monitor.close(0)
+        for sock in (*self._front.values(), *self._back.values()):
+            sock.close(0)
+        self._ctx.term()
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(2.0)
-        self._front.close(0)
-        self._back.close(0)
-        self._ctx.term()
-        with contextlib.suppress(OSError):
-            self.inner.unlink()
+        if hasattr(self, "_thread"):
+            self._thread.join(2.0)
+        self._close_sockets()
+        for path in self.inner.values():
+            with contextlib.suppress(OSError):
+                path.unlink()

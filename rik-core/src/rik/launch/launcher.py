@@ -132,6 +132,7 @@ class Launcher:
         self.reattach = reattach
         self.restart_sent = False
         self.cancelled: set[str] = set()
+        self.lost_since = float("inf")  # when the connection was lost (monotonic), while reconnecting
         self.kernel_status: int | None = None  # a kernel that ended on its own, when that ends the launcher
         self.wake_w: int | None = None
         self.relay: Any = None
@@ -146,7 +147,7 @@ class Launcher:
             grace=config.grace,
             mode=self.mode,
             session_name=os.environ.get("JPY_SESSION_NAME") or None,
-            kernel_name=_kernel_name(config),
+            kernel_name=str(connection.get("kernel_name") or "") or None,
         )
         if adopt is not None:
             self.record.path = adopt.path
@@ -373,7 +374,8 @@ class Launcher:
                 self.record.save_key(self.key)
         if early:
             assert self.tunnel is not None
-            self.tunnel.forward_rest(True)  # the early tunnel's forwards, now that there is a kernel behind them
+            if self.tunnel.rest:
+                self.tunnel.forward_rest(True)  # the early tunnel's forwards, now that there is a kernel behind them
         elif endpoints:
             self.ensure_tunnel().start(endpoints)
         took = time.monotonic() - self.started_at
@@ -408,27 +410,28 @@ class Launcher:
             assert self.ssh is not None
             local: dict[str, int | str] = {k: int(self.connection[k]) for k in CHANNELS}
             if self.relay is not None:
-                local["control_port"] = str(self.relay.inner)
+                local.update({k: str(path) for k, path in self.relay.inner.items()})
             self.tunnel = Tunnel(self.ssh, local, self.tunnel_route, int(self.connection["iopub_port"]))
+            self.tunnel.stage = self.relay is None
         return self.tunnel
 
     def start_relay(self) -> None:
-        """Relay the control channel (to tell a shutdown from a restart), where the kernel has a tunnel."""
+        """Relay shell, control, stdin and IOPub (see :mod:`.control`), where the kernel has a tunnel."""
         if self.local or self.mode == "direct" or self.ssh is None:
             return
-        from .control import ControlRelay
+        from .control import ChannelRelay
 
-        inner = self.ssh.dir / f"c-{os.getpid()}.sock"
+        ports = {k: int(self.connection[k]) for k in CHANNELS}
         try:
-            self.relay = ControlRelay(
-                int(self.connection["control_port"]),
-                inner,
+            self.relay = ChannelRelay(
+                ports,
+                self.ssh.dir,
                 self.key,
                 str(self.connection.get("signature_scheme", "hmac-sha256")),
                 self.wake_w,
             )
-        except Exception as exc:  # the port is taken, no zmq: control goes straight through the tunnel
-            log.debug("control relay unavailable (%s): shutdowns and restarts are told apart by the kernel's exit", exc)
+        except Exception as exc:  # a port taken, no zmq: the channels go straight through the tunnel
+            log.debug("channel relay unavailable (%s): the tunnel forwards the frontend's ports itself", exc)
             self.relay = None
 
     # -- the loop --------------------------------------------------------------------------------------------
@@ -537,8 +540,11 @@ class Launcher:
         if self.record.status == "reconnecting":
             self.record.status = "attached"
             self.save_state()
-            if self.tunnel is not None:
-                self.tunnel.restart_now(self.where.ready)
+            # A tunnel from before the loss rode the same broken network: replace it; one started since is kept.
+            tunnel = self.tunnel
+            if tunnel is not None and (tunnel.proc is None or tunnel.started < self.lost_since):
+                tunnel.restart_now(self.where.ready)
+            self.lost_since = float("inf")
         if now - self.last_ping >= PING_SECONDS:
             self.last_ping = now
             self.control("ping")
@@ -575,6 +581,8 @@ class Launcher:
         delay = self.session.schedule_reconnect(now)
         if self.session.attempts == 0:
             log.warning("lost the connection to the kernel (%s); reconnecting in %.1f s", why, delay)
+        if self.record.status != "reconnecting":
+            self.lost_since = now
         self.record.status = "reconnecting"
         self.save_state()
         if self.session.lost_at is not None and now - self.session.lost_at > max(self.config.grace, 10) + 60:
@@ -691,9 +699,9 @@ class Launcher:
             # (front ends kill a launcher that does not exit within a few seconds).
             self.cancel_job()
         if self.session.proc is not None:
-            if self.session.state == "attached" and self.where.end_status is None and self.bootstrap_sent:
-                if self.control("stop"):
-                    self.wait_for_end(3.5)
+            attached = self.session.state == "attached" and self.where.end_status is None and self.bootstrap_sent
+            if attached and self.control("stop"):
+                self.wait_for_end(3.5)
             self.session.close()
         if self.where.ready or self.where.job_id:
             self.cancel_job()
@@ -752,10 +760,6 @@ def cancel_job(
     return True
 
 
-def _kernel_name(config: KernelConfig) -> str | None:
-    return getattr(config, "name", None)
-
-
 def find_adoptable(connection_file: str, key: str) -> KernelState | None:
     """The record of an earlier launcher for this very connection file and key (a restart), whose launcher is
     gone and whose holder is known: its job can take the new kernel."""
@@ -774,9 +778,9 @@ def find_session(session_name: str, key: str) -> KernelState | None:
     from ..state import load_all
 
     for record in load_all():
-        if record.session_name == session_name and record.hold_dir and not record.launcher_alive():
-            if record.key() == key and key and record.status != "parked":
-                return record
+        mine = record.session_name == session_name and record.hold_dir and record.status != "parked"
+        if mine and key and not record.launcher_alive() and record.key() == key:
+            return record
     return None
 
 

@@ -50,6 +50,7 @@ class Tunnel:
         self.early = False
         self.ready_at: float | None = None
         self.paused = False  # while the connection to the kernel is lost: no restarts
+        self.stage = True  # shell, control and stdin after IOPub (False: the launcher relays them and waits itself)
 
     @property
     def fd(self) -> int | None:
@@ -73,7 +74,7 @@ class Tunnel:
         self.stop()
         self.endpoints = dict(endpoints)
         target, hops = self.route()
-        later = LATER if staged or early else ()
+        later = LATER if (staged or early) and self.stage else ()
         first = [(self.local[k], endpoints[k]) for k in CHANNELS if k not in later]
         self.rest = [(self.local[k], endpoints[k]) for k in later]
         with contextlib.suppress(OSError):
