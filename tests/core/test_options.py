@@ -27,3 +27,13 @@ def test_docs_cli_md_has_the_table_as_it_is() -> None:
     begin, end = "<!-- options table: begin -->\n", "<!-- options table: end -->"
     documented = text[text.index(begin) + len(begin) : text.index(end)]
     assert documented == markdown_table(), "docs/cli.md is out of date: paste rik.options.markdown_table() into it"
+
+
+def test_manage_and_migrate_do_not_import_the_cli() -> None:
+    """The option table, not cli.py, is what they share: no cli -> manage -> cli or migrate -> cli circle."""
+    import subprocess
+    import sys
+
+    code = "import sys, rik.manage, rik.migrate, rik.config; print('rik.cli' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "False\n"), done.stderr
