@@ -226,7 +226,9 @@ def import_remote_ikernel(names: tuple[str, ...], *, dry_run: bool = False) -> N
             continue
         if not is_remote_ikernel(kernel):
             failures.append(kernel.name)
-            click.echo(f"rik: Cannot convert {kernel.name!r} in {kernel.path.parent}: not made by remote_ikernel", err=True)
+            click.echo(
+                f"rik: Cannot convert {kernel.name!r} in {kernel.path.parent}: not made by remote_ikernel", err=True
+            )
             continue
         conversions.append(convert(kernel, host))
     if not kernels and not failures:
