@@ -20,7 +20,6 @@ from click.shell_completion import CompletionItem
 
 from . import __version__
 from .errors import RikError, UsageError
-from .kernelspecs import complete_kernel_names
 from .options import ACTIONS, MANAGE_OPTIONS, Option
 
 # remote_ikernel took several values after one option (`--tunnel-hosts gw front`); click takes one value per
@@ -146,6 +145,12 @@ def cli(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
+def _complete_kernel_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    from .kernelspecs import complete_kernel_names  # not imported for `rik --version` and the like
+
+    return complete_kernel_names(ctx, param, incomplete)
+
+
 def _complete_interfaces(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     try:
         from .plugins import PluginHost
@@ -198,7 +203,7 @@ def _takes(action: str, dest: str) -> bool:
 
 @cli.command(cls=_Manage)
 @_table_options
-@click.argument("names", nargs=-1, metavar="[NAME]...", shell_complete=complete_kernel_names)
+@click.argument("names", nargs=-1, metavar="[NAME]...", shell_complete=_complete_kernel_names)
 @click.pass_context
 def manage(ctx: click.Context, names: tuple[str, ...], **opts: Any) -> None:
     """Add, show, delete or import rik kernels (remote_ikernel's `manage` flags work as they did).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -405,6 +404,8 @@ def _ascii_name(name: str) -> str:
     text = "".join(c for c in decomposed if not unicodedata.combining(c))
     ascii_text = text.encode("ascii", "ignore").decode()
     if any(c.isalnum() and not c.isascii() for c in text):
+        import hashlib
+
         digest = hashlib.sha256(unicodedata.normalize("NFC", name).encode()).hexdigest()[:8]
         return f"{ascii_text}_{digest}"
     return ascii_text
