@@ -54,8 +54,8 @@ SSH = Kind("ssh", ("-i", "ssh", "-x", "rik-c1", *CHAIN, "rik-front"), None, None
 SLURM = Kind(
     "slurm", ("-i", "slurm", "-x", "rik-front", *CHAIN), "SLURM_JOB_ID", ("squeue", "-h", "-u", "rik", "-o", "%i %T %j")
 )
-QRSH = Kind("sge_qrsh", ("-i", "sge_qrsh", "-x", "rik-front", *CHAIN), "JOB_ID", ("qstat", "-u", "rik", "-r"))
-QLOGIN = Kind("sge", ("-i", "sge", "-x", "rik-front", *CHAIN), None, ("qstat", "-u", "rik", "-r"))
+QRSH = Kind("sge_qrsh", ("-i", "sge_qrsh", "-x", "rik-front", *CHAIN), "JOB_ID", ("qstat", "-u", "rik"))
+QLOGIN = Kind("sge", ("-i", "sge", "-x", "rik-front", *CHAIN), None, ("qstat", "-u", "rik"))
 LSF = Kind(
     "lsf",
     ("-i", "lsf", "-x", "rik-front", *CHAIN),
@@ -64,6 +64,15 @@ LSF = Kind(
 )
 ALL = [SSH, SLURM, QRSH, QLOGIN, LSF]
 JOBS = [SLURM, QRSH, QLOGIN, LSF]
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_left(rik, jupyter_home: Path):
+    """A failed test must not leave a detached kernel alive for its window (an hour) to trouble the next ones."""
+    yield
+    for record in json.loads(rik("ps", "--json").out or "[]"):
+        if record["status"] in ("detached", "parked", "attached", "reconnecting"):
+            rik("stop", record["name"])
 
 
 def _ids(kinds: list[Kind]) -> list[str]:
@@ -235,6 +244,7 @@ def test_a_killed_launcher_leaves_a_detached_kernel_that_rik_attach_brings_back(
     finally:
         if attach.poll() is None:
             attach.kill()
+        attach.communicate()
     assert _ps(rik)[record["name"]]["status"] == "detached"
     stopped = rik("stop", record["name"])
     assert stopped.code == 0 and stopped.out.startswith(f"Stopped {record['name']}"), stopped

@@ -395,10 +395,15 @@ def _clean_remote(record: KernelState, config: KernelConfig) -> list[str]:
     done: list[str] = []
     if record.hold_dir:
         try:
-            if stop_through_holder(record, config) == "stopped":
-                done.append("ended the kernel through its holder")
+            result = stop_through_holder(record, config)
         except RikError:
-            pass  # fall back to the kernel's host
+            result = None  # its submit host does not answer: try the kernel's host
+        if result == "gone":
+            return ["its job had already ended; forgot it"]
+        if result == "stopped":
+            done.append("ended the kernel through its holder")
+            cancelled = _cancel(record, config)
+            return [*done, cancelled] if cancelled else done
     host = PluginHost()
     request = config.request()
     command = host.build_launch_command(request)
@@ -412,7 +417,7 @@ def _clean_remote(record: KernelState, config: KernelConfig) -> list[str]:
             p = int(record.kernel_pid)
             # Only the kernel: a process whose command line names the kernel's private directory.
             check = f"grep -q {shlex.quote(directory)} /proc/{p}/cmdline 2>/dev/null"
-            script.append(f"if {check}; then kill -TERM {p}; sleep 1; {check} && kill -KILL {p}; fi")
+            script.append(f"if {check}; then kill -TERM {p}; sleep 1; {check} && kill -KILL {p}; echo RIK-KILLED; fi")
         if directory:
             script.append(f"rm -rf {shlex.quote(directory)}")
         if script:
@@ -426,7 +431,7 @@ def _clean_remote(record: KernelState, config: KernelConfig) -> list[str]:
             )
             if result.returncode != 0:
                 raise RikError(f"could not reach {target}: {(result.stderr or result.stdout).strip()}")
-            if record.kernel_pid:
+            if "RIK-KILLED" in result.stdout:
                 done.append(f"ended kernel {record.kernel_pid} on {target}")
             if directory:
                 done.append(f"removed {directory} on {target}")

@@ -122,7 +122,7 @@ class KernelState:
             except PermissionError:
                 return True
             return True
-        return b"rik" in cmdline and b"--kernel-config" in cmdline
+        return b"rik" in cmdline and (b"--kernel-config" in cmdline or b"\0attach\0" in cmdline)
 
 
 def key_path(name: str) -> Path:
