@@ -66,6 +66,16 @@ def test_the_built_wheels_in_a_fresh_environment_list_the_plugins_and_run_a_kern
         *((d.removeprefix("rik-"), d, "ok") for d in DISTS[1:]),
     }
 
+    # rik-core alone has no ipykernel: the default local kernel cannot start, and --add says so instead of writing it.
+    bare = subprocess.run([env / "bin" / "rik", "manage", "--add", "-n", "Bare"], capture_output=True, text=True, timeout=60)
+    python = env / "bin" / "python"
+    assert (bare.returncode, bare.stdout) == (2, ""), bare
+    assert bare.stderr == (
+        f"rik: error: {python} has no module 'ipykernel_launcher', so this kernel could not start: install ipykernel "
+        f"there ({python} -m pip install ipykernel), or give --kernel-cmd a Python that has it\n"
+    )
+    assert not (jupyter_home / "data" / "kernels" / "rik_local_bare").exists()
+
     # The demo: a local kernel (this test environment's Python has ipykernel), one cell through jupyter_client.
     kernel_cmd = f"{sys.executable} -m ipykernel_launcher -f {{connection_file}}"
     run(env / "bin" / "rik", "manage", "--add", "-i", "local", "-n", "Demo", "-k", kernel_cmd)
