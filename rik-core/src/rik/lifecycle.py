@@ -302,7 +302,7 @@ def attach(name: str, connection_file: str | None) -> None:
             f"{record.name} is attached to a running launcher (pid {record.launcher_pid}): use its frontend, "
             "or `rik stop` it"
         )
-    if not record.hold_dir or record.config.get("interface") == "local":
+    if not record.hold_dir:
         raise RikError(f"{record.name} cannot be reattached (it has no holder): `rik gc` cleans up")
     key = record.key()
     if not key:
@@ -347,6 +347,15 @@ def attach(name: str, connection_file: str | None) -> None:
 # -------------------------------------------------------------------------------------------------------------
 # rik gc
 # -------------------------------------------------------------------------------------------------------------
+
+
+def _on_this_machine(config: KernelConfig) -> bool:
+    from .plugins import PluginHost
+
+    try:
+        return PluginHost.for_interface(config.interface).scheduler(config.interface).on_this_machine
+    except RikError:
+        return config.interface == "local" and not config.host
 
 
 def _safe_dir(path: str | None) -> str | None:
@@ -395,12 +404,12 @@ def _clean_remote(record: KernelState, config: KernelConfig) -> list[str]:
     done: list[str] = []
     if record.hold_dir:
         try:
-            result = stop_through_holder(record, config)
+            outcome = stop_through_holder(record, config)
         except RikError:
-            result = None  # its submit host does not answer: try the kernel's host
-        if result == "gone":
+            outcome = None  # its submit host does not answer: try the kernel's host
+        if outcome == "gone":
             return ["its job had already ended; forgot it"]
-        if result == "stopped":
+        if outcome == "stopped":
             done.append("ended the kernel through its holder")
             cancelled = _cancel(record, config)
             return [*done, cancelled] if cancelled else done
@@ -465,7 +474,7 @@ def gc(dry_run: bool) -> None:
             )
             continue
         try:
-            done = _clean_local(record) if config.interface == "local" else _clean_remote(record, config)
+            done = _clean_local(record) if _on_this_machine(config) else _clean_remote(record, config)
         except (RikError, OSError, subprocess.TimeoutExpired) as exc:
             failures += 1
             click.echo(f"{record.name}: could not clean up: {exc}", err=True)

@@ -105,14 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         adopt = None
         reattach = False
-        if config.interface != "local":
-            # Started again with the same connection file and key: a restart, in the job the last kernel left.
-            adopt = find_adoptable(path, str(key or ""))
-            session_name = os.environ.get("JPY_SESSION_NAME")
-            if adopt is None and session_name:
-                # The notebook's kernel from before a Jupyter server restart (the provisioner gave us its key).
-                adopt = find_session(session_name, str(key or ""))
-                reattach = adopt is not None
+        # Started again with the same connection file and key: a restart, in the job the last kernel left.
+        adopt = find_adoptable(path, str(key or ""))
+        session_name = os.environ.get("JPY_SESSION_NAME")
+        if adopt is None and session_name:
+            # The notebook's kernel from before a Jupyter server restart (the provisioner gave us its key).
+            adopt = find_session(session_name, str(key or ""))
+            reattach = adopt is not None
         launcher = Launcher(config, path, connection, adopt=adopt, reattach=reattach)
     except RikError as exc:
         log.error("%s", exc)

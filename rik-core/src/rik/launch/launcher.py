@@ -45,10 +45,6 @@ from .tunnel import CHANNELS, Tunnel
 
 __all__ = ["Launcher", "kernel_route"]
 
-#: Lines by which schedulers say they ended a job (time limit, preemption, an administrator's cancel).
-_SCHEDULER_ENDED = re.compile(
-    r"CANCELLED AT|DUE TO TIME LIMIT|TIME LIMIT|exceeded|h_rt|killed by|TERM_RUNLIMIT|walltime", re.I
-)
 PING_SECONDS = 2.0
 CONTACT_SAVE_SECONDS = 30.0
 
@@ -97,11 +93,13 @@ class Launcher:
         self.config = config
         self.connection_file = connection_file
         self.connection = connection
-        self.plugins = plugins or PluginHost()
+        self.plugins = plugins or PluginHost.for_interface(config.interface)
         self.scheduler = self.plugins.scheduler(config.interface)
+        #: The line by which this scheduler says it ended a job (its plugin's SchedulerInfo.ended_pattern).
+        self.ended = re.compile(self.scheduler.ended_pattern, re.I) if self.scheduler.ended_pattern else None
         self.request: LaunchRequest = config.request()
         self.command: LaunchCommand = self.plugins.build_launch_command(self.request)
-        self.local = config.interface == "local"
+        self.local = self.scheduler.on_this_machine
         self.mode = "direct" if self.local else config.effective_transport()
         self.submit: Endpoint | None = config.endpoint()
         self.chain = config.chain()
@@ -661,7 +659,8 @@ class Launcher:
         if self.where.error:
             log.error("the kernel ended: %s", self.where.error)
             return 1
-        ended = next((line.strip() for line in reversed(self.tail) if _SCHEDULER_ENDED.search(line)), None)
+        pattern = self.ended
+        ended = next((line.strip() for line in reversed(self.tail) if pattern and pattern.search(line)), None)
         if ended:
             log.error("the scheduler ended the job: %s", ended)
             return 1
