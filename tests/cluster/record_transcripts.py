@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Record what real SLURM / Grid Engine interactive jobs print, for rik's parser tests.
+"""Record what real SLURM / Grid Engine / OpenPBS interactive jobs print, for rik's parser tests.
 
 Run as root on a machine where tests/cluster/up has brought the test cluster up:
 
@@ -190,6 +190,12 @@ PROBE_SGE = "echo RIK-PROBE host=$(hostname) nslots=${{NSLOTS:-unset}} job=${{JO
 VIA = "ssh -tt rik-front as rik (through rik-gw) under a local pty"
 FILLER = "sbatch --parsable -p tiny -J rik-filler -o /dev/null --wrap 'sleep 600'"
 SGE_FILLER = "qsub -terse -b y -l tiny -N rik-filler -o /dev/null -j y sleep 600"
+# OpenPBS (tests/cluster/pbs.sh): by full path, Grid Engine owns /usr/bin/qsub.  The filler holds every CPU of
+# rik-c2; 64 CPUs is more than any node has, so such a job never starts.
+PBS = "/opt/pbs/bin"
+PROBE_PBS = "echo RIK-PROBE host=$(hostname) job=$PBS_JOBID name=$PBS_JOBNAME ncpus=$NCPUS\n"
+PBS_FILLER = f"{PBS}/qsub -N rik-filler -o /dev/null -e /dev/null -l select=1:ncpus=4:host=rik-c2 -- /bin/sleep 600"
+PBS_NEVER = "-l select=1:ncpus=64"
 
 
 def transcripts() -> list[Transcript]:
@@ -389,6 +395,79 @@ def transcripts() -> list[Transcript]:
             f"{VIA}; tiny.q filled by `{SGE_FILLER}`; the waiting job was qdel'd by id (qlogin notices late)",
             setup=SGE_FILLER,
             cleanup="qdel {setup} 2>/dev/null || true",
+        ),
+        *pbs_transcripts(prompt),
+    ]
+
+
+def pbs_transcripts(prompt: bytes) -> list[Transcript]:
+    ready = rb"qsub: job (?P<job>\S+) ready"
+    probe = [Step(E, prompt, 30), Step(P, 0.5), Step(S, PROBE_PBS), Step(E, rb"RIK-PROBE host=rik-c\d job=\S+"), Step(E, prompt)]
+    return [
+        Transcript(
+            "pbs-23.06-qsub-I.txt",
+            f"{PBS}/qsub -I -N rik -l ncpus=2",
+            [Step(E, ready), *probe, Step(S, "exit\n"), Step(EOF, None, 30)],
+            f"{VIA}; resources free; typed the RIK-PROBE line and exit at the prompt",
+        ),
+        Transcript(
+            "pbs-23.06-qsub-I-waits-for-busy-node.txt",
+            f"{PBS}/qsub -I -N rik -l select=1:host=rik-c2",
+            [
+                Step(E, rb"qsub: waiting for job \S+ to start"),
+                Step(P, 3),
+                Step(R, PBS + "/qdel {setup}"),
+                Step(E, ready, 60),
+                *probe,
+                Step(S, "exit\n"),
+                Step(EOF, None, 30),
+            ],
+            f"{VIA}; rik-c2 filled first by `{PBS_FILLER}`, which was qdel'd ~3 s after the waiting line",
+            setup=PBS_FILLER,
+            cleanup=PBS + "/qdel {setup} 2>/dev/null || true",
+        ),
+        Transcript(
+            "pbs-23.06-qsub-I-queued-deleted.txt",
+            f"{PBS}/qsub -I -N rik {PBS_NEVER}",
+            [Step(E, rb"qsub: waiting for job (?P<job>\S+) to start"), Step(P, 2), Step(R, PBS + "/qdel {job}"), Step(EOF, None, 60)],
+            f"{VIA}; 64 CPUs: the job can never start; it was qdel'd by id ~2 s after the waiting line (qsub notices late)",
+        ),
+        Transcript(
+            "pbs-23.06-qsub-I-ctrl-c-waiting.txt",
+            f"{PBS}/qsub -I -N rik {PBS_NEVER}",
+            [
+                Step(E, rb"qsub: waiting for job \S+ to start"),
+                Step(P, 1),
+                Step(S, b"\x03"),
+                Step(E, rb"terminate the job and exit"),
+                Step(S, "y\n"),
+                Step(EOF, None, 30),
+            ],
+            f"{VIA}; 64 CPUs: the job can never start; Ctrl-C while waiting, answered y",
+        ),
+        Transcript(
+            "pbs-23.06-qsub-I-qdel-running.txt",
+            f"{PBS}/qsub -I -N rik",
+            [Step(E, ready), *probe, Step(R, PBS + "/qdel {job}"), Step(EOF, None, 60)],
+            f"{VIA}; the running job was qdel'd by id at the prompt",
+        ),
+        Transcript(
+            "pbs-23.06-qsub-I-unknown-queue.txt",
+            f"{PBS}/qsub -I -N rik -q nosuch",
+            [Step(EOF, None, 30)],
+            f"{VIA}; queue nosuch does not exist",
+        ),
+        Transcript(
+            "pbs-23.06-qsub-I-unknown-resource.txt",
+            f"{PBS}/qsub -I -N rik -l nosuchresource=1",
+            [Step(EOF, None, 30)],
+            f"{VIA}; resource nosuchresource does not exist",
+        ),
+        Transcript(
+            "pbs-23.06-qsub-I-walltime.txt",
+            f"{PBS}/qsub -I -N rik -l walltime=00:00:10",
+            [Step(E, ready), Step(E, prompt, 30), Step(P, 0.5), Step(S, "sleep 300\n"), Step(EOF, None, 90)],
+            f"{VIA}; a 10 s walltime; `sleep 300` typed at the prompt; the mom ends the job at its limit",
         ),
     ]
 

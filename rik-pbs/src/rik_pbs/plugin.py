@@ -18,7 +18,7 @@ _READY = re.compile(r"^qsub: job (\S+) ready", re.M)
 _ERROR = re.compile(
     r"^(qsub: job \S+ apparently deleted"
     r"|Job \S+ is being deleted"
-    r"|qsub: (?!waiting for job|job \S+ ready|job \S+ completed).+"
+    r"|qsub:[ \t](?!waiting for job|job \S+ ready|job \S+ completed).+"  # OpenPBS indents some with a tab
     r"|.*qsub: (?:command )?not found"
     r"|.*qsub: No such file or directory)$",
     re.M,
