@@ -6,7 +6,9 @@ import glob
 import os
 import pwd
 import time
+from collections.abc import Iterator
 
+import pytest
 from cluster import Cluster
 
 PY = "/usr/bin/python3 -m ipykernel_launcher -f {connection_file}"
@@ -16,7 +18,9 @@ ALL_HOSTS = ("rik-gw", "rik-front", "rik-c1", "rik-c2")
 
 def add_kernel(rik, cluster: Cluster, *args: str, user: str = "rik", kernel_cmd: str = PY) -> str:
     """`rik manage --add` with the cluster's ssh config for ``user``; returns the kernel's name."""
-    result = rik("manage", "--add", "--ssh-config", str(cluster.ssh_config(user)), "-k", kernel_cmd, *args, check=True)
+    # A test kernel whose frontend vanished (a failed test) must not outlive the run by an hour, rik's default.
+    window = () if "--grace" in args else ("--grace", "60")
+    result = rik("manage", "--add", "--ssh-config", str(cluster.ssh_config(user)), "-k", kernel_cmd, *window, *args, check=True)
     return result.out.split("'")[1]
 
 
@@ -36,8 +40,8 @@ def rik_dirs(user: str) -> list[str]:
     return [d for d in glob.glob("/tmp/rik-*") if os.path.isdir(d) and os.stat(d).st_uid == uid]
 
 
-#: What was already there when the running test began (set by the autouse fixture in conftest.py): each test
-#: proves that *its* kernels leave nothing, and an earlier test's failure is reported once, by that test.
+#: What was already there when the running test began (set by :func:`leftovers_checked`): each test proves that
+#: *its* kernels leave nothing, and an earlier test's failure is reported once, by that test.
 BASELINE: dict[str, set[str]] = {"procs": set(), "dirs": set()}
 
 
@@ -57,3 +61,17 @@ def assert_nothing_left(cluster: Cluster, user: str = "rik", timeout: float = 15
         if time.monotonic() > deadline:
             raise AssertionError(f"left behind: processes {procs}, directories {dirs}")
         time.sleep(0.25)
+
+
+def leftovers_checked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The body of the autouse fixtures in conftest.py: for a test that uses ``cluster``, the baseline before it and
+    :func:`assert_nothing_left` on every host once it has passed (a failed test has said what went wrong)."""
+    if "cluster" not in request.fixturenames:
+        yield
+        return
+    cluster = request.getfixturevalue("cluster")
+    snapshot(cluster)
+    yield
+    reports = (getattr(request.node, f"rik_report_{when}", None) for when in ("setup", "call"))  # tests/conftest.py
+    if not any(report is not None and report.failed for report in reports):
+        assert_nothing_left(cluster, timeout=20)

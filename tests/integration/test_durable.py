@@ -219,7 +219,7 @@ def _client(path: str) -> BlockingKernelClient:
 
 @pytest.mark.parametrize("kind", [SSH, SLURM], ids=_ids([SSH, SLURM]))
 def test_a_killed_launcher_leaves_a_detached_kernel_that_rik_attach_brings_back(rik, cluster, jupyter_home: Path, kind: Kind) -> None:
-    name, jn = kind.kernel(rik, cluster, "Attach")
+    name, jn = kind.kernel(rik, cluster, "Attach", "--grace", "3600")  # rik's default window: an hour
     with started(name) as k:
         k.run("x = 41")
         launcher = k.launcher_pid()
@@ -303,3 +303,44 @@ def _holder_gone(record: dict) -> bool:
     state = Path(os.environ["JUPYTER_RUNTIME_DIR"]) / "rik" / f"{record['name']}.json"
     hold_dir = json.loads(state.read_text())["hold_dir"]
     return not os.path.exists(hold_dir)
+
+
+def test_the_notebook_gets_its_kernel_back_after_the_jupyter_server_is_killed(rik, cluster, jupyter_home: Path) -> None:
+    """jupyter_server names each kernel's notebook (JPY_SESSION_NAME); with the rik provisioner, the notebook opened
+    again after a server restart gets its detached kernel back, state and job included, instead of a new job."""
+    from jupyter_client.manager import KernelManager
+
+    name, jn = SLURM.kernel(rik, cluster, "Server", "--provisioner")
+    env = {**os.environ, "JPY_SESSION_NAME": f"/home/rik/analysis-{jn}.ipynb"}
+    km = KernelManager(kernel_name=name)
+    km.start_kernel(env=env)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        session = KernelSession(km, kc)
+        job = session.run("import os; print(os.environ['SLURM_JOB_ID'])").strip()
+        session.run("x = 41")
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)  # the server dies with its kernel managers
+        km.provisioner.process.wait(10)
+    finally:
+        kc.stop_channels()
+    row = next(r for r in _ps(rik).values() if r["notebook"] == env["JPY_SESSION_NAME"])
+    assert row["status"] == "detached"
+    # A new server: a new kernel manager, new ports and key, the same notebook.
+    again = KernelManager(kernel_name=name)
+    again.start_kernel(env=env)
+    kc2 = again.client()
+    kc2.start_channels()
+    try:
+        kc2.wait_for_ready(timeout=120)
+        session = KernelSession(again, kc2)
+        assert session.run("print(x + 1)").strip() == "42"
+        assert session.run("import os; print(os.environ['SLURM_JOB_ID'])").strip() == job
+        assert len(SLURM.jobs(cluster, jn)) == 1
+    finally:
+        kc2.stop_channels()
+        again.shutdown_kernel(now=False)
+        again.cleanup_resources()
+    wait_until(lambda: not SLURM.jobs(cluster, jn), 30, what="the job to leave the queue")
+    assert_nothing_left(cluster, timeout=20)

@@ -16,9 +16,13 @@ whatever happens to it. What only a provisioner can add:
   stops the launcher, which cancels the job.
 - **The reason of a failed start, in the front end.** The launcher's messages still go to the server's log; the
   last ones also become the error the front end shows.
-- **Restart told apart from shutdown.** Both end the kernel and cancel its job (a restart then submits a new job:
-  there is never a second job of the same kernel in the queue). A restart keeps the connection file and the ports;
-  a shutdown releases them. Either way the launcher is given the time to cancel the job before it is killed.
+- **Restart told apart from shutdown.** A restart starts the new kernel in the same job (the launcher sees the
+  frontend's request); a shutdown ends the kernel and cancels its job. The launcher is given the time to cancel the
+  job before it is killed.
+- **The notebook's kernel back after a server restart.** jupyter_server names the notebook of every kernel it starts
+  (``JPY_SESSION_NAME``). When the Jupyter server is restarted (or killed) and the notebook is opened again while
+  its kernel still waits, detached, in its window, the provisioner gives jupyter_client that kernel's key (from
+  rik's private record), and the launcher reattaches to it instead of starting a new job: same kernel, same state.
 """
 
 from __future__ import annotations
@@ -52,6 +56,15 @@ class RikProvisioner(LocalProvisioner):
     _pump: threading.Thread | None = None
 
     # -- start -------------------------------------------------------------------------------------------------
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        notebook = (kwargs.get("env") or {}).get("JPY_SESSION_NAME")
+        if notebook and self.parent is not None:
+            key = _detached_key(str(notebook))
+            if key:
+                self.log.info("rik: reattaching to the detached kernel of %s", notebook)
+                self.parent.session.key = key.encode()
+        return await super().pre_launch(**kwargs)
+
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         self._restart = None
         capture = kwargs.get("stderr") is None
@@ -162,6 +175,17 @@ class RikProvisioner(LocalProvisioner):
     def restarting(self) -> bool | None:
         """True while a restart is under way, False for a shutdown, None before either was asked for."""
         return self._restart
+
+
+def _detached_key(notebook: str) -> str | None:
+    """The key of the detached kernel of ``notebook`` (launcher gone, holder known, in its window), if any."""
+    from .lifecycle import status_of
+    from .state import load_all
+
+    for record in load_all():
+        if record.session_name == notebook and status_of(record) == "detached":
+            return record.key()
+    return None
 
 
 async def _heartbeat(context: zmq.asyncio.Context, url: str) -> bool:

@@ -129,6 +129,7 @@ class Launcher:
         self.adopt = adopt
         self.reattach = reattach
         self.restart_sent = False
+        self.reattached = False
         self.cancelled: set[str] = set()
         self.lost_since = float("inf")  # when the connection was lost (monotonic), while reconnecting
         self.kernel_status: int | None = None  # a kernel that ended on its own, when that ends the launcher
@@ -529,7 +530,8 @@ class Launcher:
             self.restart_sent = True
             # The key on its own line, read by the bootstrap's builtin `read`: never an argument anywhere.
             self.session.write(f"start\n{self.key}\n".encode())
-        if self.adopt is not None and self.reattach and not self.where.ready and self.where.endpoints:
+        if self.adopt is not None and self.reattach and not self.reattached and self.where.endpoints:
+            self.reattached = True
             self.where.ready = True
             self.record.status = "attached"
             self.ensure_tunnel().start(self.where.endpoints, staged=True)
