@@ -10,9 +10,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from rik.testing import KernelSession
+
+#: What a sleeping cell prints before it sleeps: the sign that it runs.
+SLEEPING = "rik-test: sleeping"
 
 
 @dataclass
@@ -25,44 +29,39 @@ class Kernel:
         return KernelSession(self.km, self.kc).run(code, timeout)
 
     def interrupt_sleep(self, seconds: int = 60, timeout: float = 20) -> str:
-        """Start ``time.sleep(seconds)``, interrupt it through the kernel manager; return the error's name."""
-        msg_id = self.kc.execute(f"import time; time.sleep({seconds})")
-        self._wait_busy(msg_id)
-        time.sleep(0.5)
+        """Start a cell that says it is sleeping and sleeps; once its words arrive, interrupt it through the kernel
+        manager; return the name of the error the cell ends with, once its reply is in.
+
+        The cell runs with ``stop_on_error=False``: its error does not make the kernel abort the requests that
+        follow, so the next cell can be sent at once (no waiting out the abort)."""
+        msg_id = self.kc.execute(f"import time; print({SLEEPING!r}, flush=True); time.sleep({seconds})", stop_on_error=False)
+        self.wait_iopub(msg_id, lambda m: m["msg_type"] == "stream" and SLEEPING in m["content"]["text"], 30, "sleeping")
         self.km.interrupt_kernel()
+        error = self.wait_iopub(msg_id, lambda m: m["msg_type"] == "error", timeout, "the interrupt")
+        self.wait_reply(msg_id, 10)
+        return str(error["content"]["ename"])
+
+    def wait_iopub(self, msg_id: str, wanted: Callable[[dict], bool], timeout: float, what: str) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 msg = self.kc.get_iopub_msg(timeout=1)
             except queue.Empty:
                 continue
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "error":
-                self._drain_reply(msg_id)
-                return str(msg["content"]["ename"])
-        raise AssertionError(f"no interrupt within {timeout} s")
+            if msg["parent_header"].get("msg_id") == msg_id and wanted(msg):
+                return msg
+        raise AssertionError(f"no {what} within {timeout} s")
 
-    def _drain_reply(self, msg_id: str) -> None:
-        """Take the interrupted cell's reply, and let the kernel's stop-on-error window pass (ipykernel aborts
-        requests that arrive just after an error)."""
-        deadline = time.monotonic() + 10
+    def wait_reply(self, msg_id: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 reply = self.kc.get_shell_msg(timeout=1)
             except queue.Empty:
                 continue
             if reply["parent_header"].get("msg_id") == msg_id:
-                break
-        time.sleep(0.5)
-
-    def _wait_busy(self, msg_id: str) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                msg = self.kc.get_iopub_msg(timeout=1)
-            except queue.Empty:
-                continue
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
-                return
+                return reply
+        raise AssertionError(f"no reply to the interrupted cell within {timeout} s")
 
     def restart(self, timeout: float = 120) -> None:
         self.km.restart_kernel(now=False)
@@ -102,32 +101,20 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
 def processes_mentioning(text: str) -> list[tuple[int, str]]:
     """Processes (any user) whose command line contains ``text``."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        if text in cmd:
-            found.append((int(entry), cmd))
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or ())
+        if proc.pid != os.getpid() and text in cmd:
+            found.append((proc.pid, cmd))
     return found
 
 

@@ -41,30 +41,31 @@ def test_a_queued_job_ends_when_cancelled(fake_scheduler) -> None:
         cancel="scancel",
         on_cancel="srun: Job has been cancelled\n",
     )
-    job = subprocess.Popen([fake.launch_cmd, "/bin/sh", "-s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert job.stdout is not None
-    assert job.stdout.readline() == b"srun: job 1001 queued and waiting for resources\n"
-    assert fake.running() == ["1001"]
-    cancel = subprocess.run([str(fake.dir / "bin" / "scancel"), "1001"], capture_output=True, text=True)
-    assert cancel.returncode == 0, cancel.stderr
-    assert job.wait(10) == 128 + signal.SIGTERM
-    assert job.stdout.read() == b"srun: Job has been cancelled\n"
+    with subprocess.Popen([fake.launch_cmd, "/bin/sh", "-s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as job:
+        assert job.stdout is not None
+        assert job.stdout.readline() == b"srun: job 1001 queued and waiting for resources\n"
+        assert fake.running() == ["1001"]
+        cancel = subprocess.run([str(fake.dir / "bin" / "scancel"), "1001"], capture_output=True, text=True)
+        assert cancel.returncode == 0, cancel.stderr
+        assert job.wait(10) == 128 + signal.SIGTERM
+        assert job.stdout.read() == b"srun: Job has been cancelled\n"
     assert fake.cancels() == [["1001"]]
     assert fake.jobs()["1001"].state == "cancelled" and fake.running() == []
 
 
 def test_a_cancelled_job_takes_everything_it_started_along(fake_scheduler, tmp_path: Path) -> None:
     fake = fake_scheduler("srun", [Shell(env={"SLURM_JOB_ID": "{job_id}"})], cancel="scancel", kill_wait=1.0)
-    job = subprocess.Popen([fake.launch_cmd, "/bin/sh", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert job.stdin is not None and job.stdout is not None
-    # A job that ignores SIGTERM, and a grandchild in a session of its own: both must go.
-    job.stdin.write("echo job=$SLURM_JOB_ID\ntrap '' TERM\nsetsid sleep 300 & echo $!\nsleep 301 & echo $!\nwait\n")
-    job.stdin.flush()
-    assert job.stdout.readline() == "job=1001\n"
-    pids = [int(job.stdout.readline()), int(job.stdout.readline())]
-    assert all(pid_alive(p) for p in pids)
-    subprocess.run([str(fake.dir / "bin" / "scancel"), "1001"], check=True)
-    job.wait(10)
+    argv = [fake.launch_cmd, "/bin/sh", "-s"]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as job:
+        assert job.stdin is not None and job.stdout is not None
+        # A job that ignores SIGTERM, and a grandchild in a session of its own: both must go.
+        job.stdin.write("echo job=$SLURM_JOB_ID\ntrap '' TERM\nsetsid sleep 300 & echo $!\nsleep 301 & echo $!\nwait\n")
+        job.stdin.flush()
+        assert job.stdout.readline() == "job=1001\n"
+        pids = [int(job.stdout.readline()), int(job.stdout.readline())]
+        assert all(pid_alive(p) for p in pids)
+        subprocess.run([str(fake.dir / "bin" / "scancel"), "1001"], check=True)
+        job.wait(10)
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), 5), "the job's processes outlived it"
     assert fake.jobs()["1001"].state == "cancelled"
 

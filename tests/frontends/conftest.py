@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ if _INTEGRATION not in sys.path:
     sys.path.insert(0, _INTEGRATION)
 
 from cluster import Cluster, require_cluster  # noqa: E402
+from helpers import leftovers_checked  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +32,9 @@ def cluster() -> Cluster:
     """The running test cluster; skips (fails under CI=true) when it is not up."""
     return require_cluster()
 
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """As in tests/integration: a test that uses the cluster leaves nothing of its own on it."""
+    yield from leftovers_checked(request)

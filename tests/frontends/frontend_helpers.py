@@ -3,7 +3,6 @@ SLURM queue, and kernelspecs on disk."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import queue
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster import Cluster
+from kernels import SLEEPING
 
 COMPUTE = ("rik-c1", "rik-c2")
 VIA_FRONT = ("-x", "rik-front", "-t", "rik-gw")  # submit host rik-front behind the gateway rik-gw
@@ -53,10 +53,12 @@ async def run(kc: Any, code: str, timeout: float = 60) -> str:
 
 
 async def interrupt_sleep(kc: Any, interrupt: Callable[[], Awaitable[Any]], timeout: float = 30) -> str:
-    """Start ``time.sleep(60)``, call ``interrupt()`` once it runs; the name of the error the cell ends with."""
-    msg_id = kc.execute("import time; time.sleep(60)")
+    """Start a cell that says it is sleeping and sleeps, call ``interrupt()`` once its words arrive; the name of the
+    error the cell ends with, once its reply is in. ``stop_on_error=False``: the kernel does not abort the requests
+    that follow the error, so the next cell can be sent at once."""
+    msg_id = kc.execute(f"import time; print({SLEEPING!r}, flush=True); time.sleep(60)", stop_on_error=False)
     deadline = time.monotonic() + timeout
-    started = False
+    interrupted = False
     while time.monotonic() < deadline:
         try:
             msg = await kc.get_iopub_msg(timeout=1)
@@ -64,18 +66,17 @@ async def interrupt_sleep(kc: Any, interrupt: Callable[[], Awaitable[Any]], time
             continue
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
-        if msg["msg_type"] == "execute_input" and not started:
-            started = True
-            await asyncio.sleep(0.5)
+        if msg["msg_type"] == "stream" and SLEEPING in msg["content"]["text"] and not interrupted:
+            interrupted = True
             await interrupt()
         elif msg["msg_type"] == "error":
             await _reply(kc, msg_id)
             return str(msg["content"]["ename"])
-    raise AssertionError(f"the sleeping cell did not end within {timeout} s (started: {started})")
+    raise AssertionError(f"the sleeping cell did not end within {timeout} s (interrupted: {interrupted})")
 
 
 async def _reply(kc: Any, msg_id: str) -> None:
-    """Take the interrupted cell's reply, and let the kernel's abort-after-error window pass."""
+    """Take the interrupted cell's reply."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -83,8 +84,8 @@ async def _reply(kc: Any, msg_id: str) -> None:
         except queue.Empty:
             continue
         if reply["parent_header"].get("msg_id") == msg_id:
-            break
-    await asyncio.sleep(0.5)
+            return
+    raise AssertionError("no reply to the interrupted cell within 10 s")
 
 
 class JupyterServer:

@@ -87,10 +87,20 @@ def test_parse_args_rebuilds_a_connection_file_vscode_never_wrote(tmp_path: Path
     assert path.stat().st_mode & 0o077 == 0
 
 
-@pytest.mark.parametrize("argv", [["-f"], [], ["--shell=12"]], ids=["no-file", "nothing", "incomplete"])
+def test_parse_args_with_f_and_no_file_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit:
+        parse_args(["--kernel-config", CONFIG, "-f"])
+    assert exit.value.code == 2
+    assert "argument -f: expected one argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [[], ["--shell=12"]], ids=["nothing", "incomplete"])
 def test_parse_args_without_a_usable_connection_says_so(argv: list[str], tmp_path: Path) -> None:
-    with pytest.raises((RikError, SystemExit)):
-        parse_args(["--kernel-config", CONFIG, *argv, *([] if argv == ["-f"] else [str(tmp_path / "none.json")])])
+    """A missing file, and flags too few to rebuild the connection from: the file is needed, and named."""
+    missing = tmp_path / "none.json"
+    with pytest.raises(RikError, match=f"cannot read the connection file {missing}"):
+        parse_args(["--kernel-config", CONFIG, *argv, str(missing)])
+    assert not missing.exists()
 
 
 # ------------------------------------------------------------------ kernels run as VS Code runs them

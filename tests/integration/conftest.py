@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 from cluster import Cluster, require_cluster  # noqa: E402
+from helpers import leftovers_checked  # noqa: E402
 
 
 # ------------------------------------------------------------------ the test cluster
@@ -23,10 +25,7 @@ def cluster() -> Cluster:
 
 
 @pytest.fixture(autouse=True)
-def _baseline(request: pytest.FixtureRequest) -> None:
-    """Record what the test user already has on the hosts, so each test judges only its own leftovers."""
-    if "cluster" not in request.fixturenames:
-        return
-    from helpers import snapshot
-
-    snapshot(request.getfixturevalue("cluster"))
+def _nothing_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that uses the cluster: what the test user had on the hosts before it is noted, and when it ends
+    (passed), nothing of its own may remain: no process on any host, no private kernel directory."""
+    yield from leftovers_checked(request)
