@@ -62,7 +62,10 @@ def test_a_failure_is_a_no_only_when_the_scheduler_says_so(answer: Done, status:
 
 
 def test_a_question_about_the_scheduler_itself_fails_as_a_problem() -> None:
-    assert ask(SCHEDD, {"condor_q -totals": Done(0, "Total for query: 0 jobs")})["message"] == "the schedd on front: answers"
+    assert (
+        ask(SCHEDD, {"condor_q -totals": Done(0, "Total for query: 0 jobs")})["message"]
+        == "the schedd on front: answers"
+    )
     check = ask(SCHEDD, {"condor_q -totals": Done(1, "-- Failed to fetch ads from: <10.0.0.1:9618> : front")})
     assert check["check"] == "scheduler" and check["status"] == "problem"
     assert "does not answer" in check["message"] and "Failed to fetch ads" in check["message"]

@@ -58,7 +58,7 @@ def test_every_hook_has_a_typed_host_method_and_a_contract_test(name: str) -> No
     method = getattr(PluginHost, FACADE[name], None)
     assert callable(method), f"PluginHost has no method for {name}"
     contract = inspect.getsource(rik.testing)
-    assert f"host.{FACADE[name]}(" in contract, (
+    assert f"plugins.{FACADE[name]}(" in contract, (
         f"the contract suite (rik.testing) never calls PluginHost.{FACADE[name]}"
     )
     if name != "rik_declare_schedulers":

@@ -40,12 +40,12 @@ def make_plugin(name: str = "condor", **overrides: object) -> types.SimpleNamesp
     return types.SimpleNamespace(**ns)
 
 
-def host(*plugins: tuple[str, object], disabled: frozenset[str] = frozenset()) -> PluginHost:
+def plugins_with(*plugins: tuple[str, object], disabled: frozenset[str] = frozenset()) -> PluginHost:
     return PluginHost(entry_points=False, plugins=plugins, disabled=disabled)
 
 
 def test_local_is_built_in_and_goes_through_the_hooks() -> None:
-    h = host()
+    h = plugins_with()
     assert list(h.schedulers()) == ["local"]
     request = LaunchRequest(interface="local")
     assert h.build_launch_command(request).argv == ()
@@ -53,7 +53,7 @@ def test_local_is_built_in_and_goes_through_the_hooks() -> None:
 
 
 def test_a_plugin_is_called_only_for_its_own_interface() -> None:
-    h = host(("condor", make_plugin()))
+    h = plugins_with(("condor", make_plugin()))
     request = LaunchRequest(interface="condor")
     assert h.build_launch_command(request).argv == ("submit", "-i", "/bin/sh", "-s")
     assert h.parse_allocation(request, "job started") == Allocation(job_id="7", node="n1")
@@ -66,7 +66,9 @@ def test_a_misspelled_hook_marks_the_plugin_broken_by_name_and_others_work() -> 
     def rik_build_lanch_command(request):  # typo
         return None
 
-    h = host(("typo", make_plugin("typo", rik_build_lanch_command=rik_build_lanch_command)), ("condor", make_plugin()))
+    h = plugins_with(
+        ("typo", make_plugin("typo", rik_build_lanch_command=rik_build_lanch_command)), ("condor", make_plugin())
+    )
     record = next(r for r in h.records if r.name == "typo")
     assert record.status == "broken" and "rik_build_lanch_command" in (record.error or "")
     assert "condor" in h.schedulers() and "typo" not in h.schedulers()
@@ -77,7 +79,7 @@ def test_a_plugin_whose_declaration_raises_is_broken_not_fatal() -> None:
     def rik_declare_schedulers():
         raise RuntimeError("boom")
 
-    h = host(("bad", make_plugin("bad", rik_declare_schedulers=rik_declare_schedulers)))
+    h = plugins_with(("bad", make_plugin("bad", rik_declare_schedulers=rik_declare_schedulers)))
     record = next(r for r in h.records if r.name == "bad")
     assert record.status == "broken" and "boom" in (record.error or "")
     with pytest.raises(UsageError, match=r"plugin 'bad', which is broken: .*boom"):
@@ -89,19 +91,19 @@ def test_a_plugin_that_raises_while_building_is_reported_by_name() -> None:
     def rik_build_launch_command(request):
         raise KeyError("oops")
 
-    h = host(("flaky", make_plugin("flaky", rik_build_launch_command=rik_build_launch_command)))
+    h = plugins_with(("flaky", make_plugin("flaky", rik_build_launch_command=rik_build_launch_command)))
     with pytest.raises(RikError, match="plugin 'flaky' failed in rik_build_launch_command"):
         h.build_launch_command(LaunchRequest(interface="flaky"))
 
 
 def test_plugins_can_be_disabled_by_name() -> None:
-    h = host(("condor", make_plugin()), disabled=frozenset({"condor"}))
+    h = plugins_with(("condor", make_plugin()), disabled=frozenset({"condor"}))
     assert next(r for r in h.records if r.name == "condor").status == "disabled"
     assert "condor" not in h.schedulers()
 
 
 def test_two_plugins_cannot_claim_one_interface() -> None:
-    h = host(("a", make_plugin("same")), ("b", make_plugin("same")))
+    h = plugins_with(("a", make_plugin("same")), ("b", make_plugin("same")))
     assert next(r for r in h.records if r.name == "b").status == "broken"
     assert h.plugin_of("same") == "a"
 
@@ -122,12 +124,12 @@ def test_a_plugin_that_fails_to_import_is_listed_as_broken(monkeypatch) -> None:
 
 def test_unknown_first_party_interface_says_which_distribution_to_install() -> None:
     with pytest.raises(UsageError, match="pip install rik-lsf"):
-        host().scheduler("lsf")
+        plugins_with().scheduler("lsf")
 
 
 def test_tracing_writes_hook_calls_to_stderr(monkeypatch, capsys) -> None:
     monkeypatch.setenv("RIK_TRACE_PLUGINS", "1")
-    h = host(("condor", make_plugin()))
+    h = plugins_with(("condor", make_plugin()))
     h.build_launch_command(LaunchRequest(interface="condor"))
     assert "rik_build_launch_command" in capsys.readouterr().err
 
@@ -163,7 +165,7 @@ def guardless(name: str, **overrides: object) -> types.SimpleNamespace:
 
 
 def test_a_plugin_without_guards_never_answers_for_another_interface() -> None:
-    h = host(("greedy", guardless("greedy")), ("condor", make_plugin()))
+    h = plugins_with(("greedy", guardless("greedy")), ("condor", make_plugin()))
     local = LaunchRequest(interface="local")
     assert h.build_launch_command(local).argv == ()
     assert h.parse_allocation(local, "") == Allocation(node="localhost", state="running")
@@ -178,7 +180,7 @@ def test_a_plugin_without_guards_never_answers_for_another_interface() -> None:
 
 
 def test_a_third_party_plugin_that_keeps_its_guards_keeps_working_next_to_one_without() -> None:
-    h = host(("condor", make_plugin()), ("greedy", guardless("greedy")), ("pbspro", make_plugin("pbspro")))
+    h = plugins_with(("condor", make_plugin()), ("greedy", guardless("greedy")), ("pbspro", make_plugin("pbspro")))
     for name in ("condor", "pbspro"):
         request = LaunchRequest(interface=name)
         assert h.build_launch_command(request).argv == ("submit", "-i", "/bin/sh", "-s")
@@ -209,7 +211,7 @@ def test_a_third_party_plugin_that_keeps_its_guards_keeps_working_next_to_one_wi
     ],
 )
 def test_a_wrong_answer_is_an_error_that_names_the_plugin(hook: str, value: object, message: str) -> None:
-    h = host(
+    h = plugins_with(
         (
             "odd",
             make_plugin("odd", **{hook: hookimpl(specname=hook)(lambda request, output=None, allocation=None: value)}),
@@ -230,7 +232,7 @@ def test_a_list_argv_is_taken_as_a_tuple() -> None:
     def rik_build_cancel_command(request, allocation):
         return ["cancel", allocation.job_id]
 
-    h = host(("lists", make_plugin("lists", rik_build_cancel_command=rik_build_cancel_command)))
+    h = plugins_with(("lists", make_plugin("lists", rik_build_cancel_command=rik_build_cancel_command)))
     assert h.build_cancel_command(LaunchRequest(interface="lists"), Allocation(job_id="3")) == ("cancel", "3")
 
 
@@ -239,7 +241,7 @@ def test_hooks_a_plugin_leaves_out_have_their_defaults_but_a_launch_command_is_r
     def rik_declare_schedulers():
         return [SchedulerInfo(name="bare", help="declares only")]
 
-    h = host(("bare", types.SimpleNamespace(rik_declare_schedulers=rik_declare_schedulers)))
+    h = plugins_with(("bare", types.SimpleNamespace(rik_declare_schedulers=rik_declare_schedulers)))
     request = LaunchRequest(interface="bare")
     assert h.parse_allocation(request, "anything") == Allocation()
     assert h.build_cancel_command(request, Allocation(job_id="1")) == ()
@@ -255,7 +257,7 @@ def test_doctor_queries_are_checked() -> None:
     def rik_build_doctor_queries(request):
         return [SchedulerQuery(what="queue q", option="queue", argv=["qstat", "-Q", "q"], missing=r"Unknown queue")]
 
-    h = host(("q", make_plugin("q", rik_build_doctor_queries=rik_build_doctor_queries)))
+    h = plugins_with(("q", make_plugin("q", rik_build_doctor_queries=rik_build_doctor_queries)))
     (query,) = h.build_doctor_queries(LaunchRequest(interface="q"))
     assert query.argv == ("qstat", "-Q", "q")
 
@@ -263,7 +265,7 @@ def test_doctor_queries_are_checked() -> None:
     def rik_build_doctor_queries_bad(request):
         return [SchedulerQuery(what="queue q", option="partition", argv=("sinfo",))]
 
-    bad = host(
+    bad = plugins_with(
         (
             "b",
             make_plugin(
@@ -285,7 +287,7 @@ def test_a_bad_ended_pattern_or_interface_name_marks_the_plugin_broken() -> None
     def rik_declare_schedulers_caps():
         return [SchedulerInfo(name="Caps", help="x")]
 
-    h = host(
+    h = plugins_with(
         ("ends", make_plugin("ends", rik_declare_schedulers=rik_declare_schedulers)),
         (
             "caps",
@@ -415,4 +417,4 @@ def test_for_interface_reads_the_entry_point_from_the_distributions_metadata(tmp
 
 
 def test_only_local_declares_that_it_runs_on_this_machine() -> None:
-    assert {name for name, info in host().schedulers().items() if info.on_this_machine} == {"local"}
+    assert {name for name, info in plugins_with().schedulers().items() if info.on_this_machine} == {"local"}

@@ -87,9 +87,9 @@ class Doctor:
         return scheduler, command, cancel
 
 
-def diagnose(kernel: InstalledKernel, host: PluginHost | None = None) -> Report:
+def diagnose(kernel: InstalledKernel, plugins: PluginHost | None = None) -> Report:
     """Every check of one kernel (``rik doctor NAME``)."""
-    return Doctor(kernel, host or PluginHost()).run()
+    return Doctor(kernel, plugins or PluginHost()).run()
 
 
 @click.command()
@@ -110,12 +110,12 @@ def doctor(kernels: tuple[str, ...], as_json: bool) -> None:
             else:
                 click.echo("No rik kernels are installed. Add one with `rik manage --add`.")
             return
-    host = PluginHost()
+    plugins = PluginHost()
     reports = []
     for kernel in selected:
         if not as_json:
             click.echo(f"{kernel.name}: {kernel.spec.get('display_name', '')}")
-        checker = Doctor(kernel, host, None if as_json else lambda c: click.echo(c.line()))
+        checker = Doctor(kernel, plugins, None if as_json else lambda c: click.echo(c.line()))
         try:
             reports.append(checker.run())
         except OSError as exc:  # no temporary directory, too many processes...: say so, check the others

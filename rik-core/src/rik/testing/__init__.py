@@ -109,18 +109,19 @@ class SchedulerContract:
         cpus=2, memory="4G", walltime="01:30:00", queue="q1", account="acct", pe="pe1"
     )
 
-    def host(self) -> PluginHost:
+    def plugins(self) -> PluginHost:
+        """A plugin host with the plugin under test alone (and the built-in ``local``)."""
         return PluginHost(entry_points=False, plugins=[("under-test", self.plugin)], disabled=frozenset())
 
     def request(self, interface: str, **changes: Any) -> LaunchRequest:
-        info = self.host().scheduler(interface)
+        info = self.plugins().scheduler(interface)
         given = {k: v for k, v in self.sample_resources.given().items() if k in info.options}
         return LaunchRequest(interface=interface, resources=Resources(**given), **changes)
 
     # -- declaration ------------------------------------------------------------------------------------------
     def test_declares_its_interfaces(self) -> None:
-        host = self.host()
-        record = next(r for r in host.records if r.name == "under-test")
+        plugins = self.plugins()
+        record = next(r for r in plugins.records if r.name == "under-test")
         assert record.status == "ok", record.error
         declared = {s.name for s in record.schedulers}
         assert set(self.interfaces) <= declared
@@ -132,9 +133,9 @@ class SchedulerContract:
 
     # -- launch -----------------------------------------------------------------------------------------------
     def test_launch_command_is_an_argv_of_strings(self) -> None:
-        host = self.host()
+        plugins = self.plugins()
         for interface in self.interfaces:
-            command = host.build_launch_command(self.request(interface))
+            command = plugins.build_launch_command(self.request(interface))
             assert isinstance(command, LaunchCommand)
             assert isinstance(command.argv, tuple) and all(isinstance(w, str) and w for w in command.argv)
             if command.argv and not command.tty:
@@ -142,10 +143,10 @@ class SchedulerContract:
                 assert tail == ("/bin/sh", "-s"), f"{interface}: a job that runs a command must run request.command"
 
     def test_launch_command_passes_launch_cmd_and_extra_args(self) -> None:
-        host = self.host()
+        plugins = self.plugins()
         for interface in self.interfaces:
             request = self.request(interface, launch_cmd="/opt/sched/bin/prog", extra_args=("--site-flag", "x y"))
-            argv = host.build_launch_command(request).argv
+            argv = plugins.build_launch_command(request).argv
             if not argv:
                 continue
             assert argv[0] == "/opt/sched/bin/prog"
@@ -155,24 +156,24 @@ class SchedulerContract:
         """Another plugin that answers every request, whatever its interface, is never asked about this plugin's
         interfaces; and this plugin is never asked about the other's."""
         other = _answers_everything("rik_contract_other")
-        host = PluginHost(
+        plugins = PluginHost(
             entry_points=False, plugins=[("under-test", self.plugin), ("other", other)], disabled=frozenset()
         )
         for interface in self.interfaces:
             request = self.request(interface)
-            assert host.build_launch_command(request).argv != _OTHER_ARGV, interface
-            assert host.parse_allocation(request, "").job_id != _OTHER_JOB, interface
-            assert host.build_cancel_command(request, Allocation(job_id="1")) != _OTHER_ARGV, interface
-            assert all(q.argv != _OTHER_ARGV for q in host.build_doctor_queries(request)), interface
+            assert plugins.build_launch_command(request).argv != _OTHER_ARGV, interface
+            assert plugins.parse_allocation(request, "").job_id != _OTHER_JOB, interface
+            assert plugins.build_cancel_command(request, Allocation(job_id="1")) != _OTHER_ARGV, interface
+            assert all(q.argv != _OTHER_ARGV for q in plugins.build_doctor_queries(request)), interface
         foreign = LaunchRequest(interface="rik_contract_other")
-        assert host.build_launch_command(foreign).argv == _OTHER_ARGV
-        assert host.parse_allocation(foreign, "").job_id == _OTHER_JOB
-        assert host.build_cancel_command(foreign, Allocation(job_id="1")) == _OTHER_ARGV
+        assert plugins.build_launch_command(foreign).argv == _OTHER_ARGV
+        assert plugins.parse_allocation(foreign, "").job_id == _OTHER_JOB
+        assert plugins.build_cancel_command(foreign, Allocation(job_id="1")) == _OTHER_ARGV
 
     # -- the job's end ----------------------------------------------------------------------------------------
     def test_ended_pattern_recognises_the_schedulers_own_lines(self) -> None:
-        host = self.host()
-        patterns = {i: host.scheduler(i).ended_pattern for i in self.interfaces}
+        plugins = self.plugins()
+        patterns = {i: plugins.scheduler(i).ended_pattern for i in self.interfaces}
         declared = {i: p for i, p in patterns.items() if p}
         if not declared:
             assert not self.ended_lines, "ended_lines given, but no interface declares an ended_pattern"
@@ -193,11 +194,11 @@ class SchedulerContract:
 
     # -- rik doctor -------------------------------------------------------------------------------------------
     def test_doctor_queries_are_argvs_about_what_the_request_sets(self) -> None:
-        host = self.host()
+        plugins = self.plugins()
         for interface in self.interfaces:
-            info = host.scheduler(interface)
+            info = plugins.scheduler(interface)
             request = self.request(interface, launch_cmd="/opt/sched/bin/prog")
-            queries = host.build_doctor_queries(request)
+            queries = plugins.build_doctor_queries(request)
             for query in queries:
                 assert isinstance(query, SchedulerQuery)
                 assert query.what and query.argv and all(isinstance(w, str) and w for w in query.argv)
@@ -208,16 +209,16 @@ class SchedulerContract:
                     assert value in query.argv, f"{query.what}: the value {value!r} is not in {query.argv}"
             # Nothing set, nothing asked about it.
             bare = LaunchRequest(interface=interface)
-            assert all(q.option is None for q in host.build_doctor_queries(bare)), interface
+            assert all(q.option is None for q in plugins.build_doctor_queries(bare)), interface
 
     # -- parsing ----------------------------------------------------------------------------------------------
     def test_transcripts_parse_to_what_was_recorded(self) -> None:
-        host = self.host()
+        plugins = self.plugins()
         assert self.transcripts, "record at least one transcript of a real job"
         for path, expect in self.transcripts.items():
             text = read_transcript(path)
             request = self.request(expect.interface or self.interfaces[0])
-            final = host.parse_allocation(request, text)
+            final = plugins.parse_allocation(request, text)
             where = f"{path}: {final}"
             if expect.job_id is not None:
                 assert final.job_id == expect.job_id, where
@@ -234,7 +235,7 @@ class SchedulerContract:
             for end in range(len(text) + 1):
                 if end < len(text) and text[end] != "\n":
                     continue
-                partial = host.parse_allocation(request, text[:end])
+                partial = plugins.parse_allocation(request, text[:end])
                 if partial.node and expect.job_id:
                     assert partial.job_id, f"{path}: node known before the job id"
                 if seen and partial.job_id:
@@ -243,14 +244,14 @@ class SchedulerContract:
 
     # -- cancel -----------------------------------------------------------------------------------------------
     def test_cancel_command_names_the_job(self) -> None:
-        host = self.host()
+        plugins = self.plugins()
         for interface in self.interfaces:
             request = self.request(interface)
-            argv = host.build_cancel_command(request, Allocation(job_id="4242"))
+            argv = plugins.build_cancel_command(request, Allocation(job_id="4242"))
             assert isinstance(argv, tuple) and all(isinstance(w, str) for w in argv)
             if argv:
                 assert "4242" in argv
-                assert host.build_cancel_command(request, Allocation()) == ()
+                assert plugins.build_cancel_command(request, Allocation()) == ()
 
     # -- installation -----------------------------------------------------------------------------------------
     def test_entry_point_is_installed(self) -> None:
