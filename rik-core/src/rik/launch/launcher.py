@@ -37,7 +37,7 @@ from ..plugins import PluginHost
 from ..ssh import SSHSettings, SSHTransport, explain_ssh_failure
 from ..state import KernelState, state_dir
 from . import holder
-from .logs import log
+from .logs import log, progress
 from .proc import Proc, child_setup
 from .protocol import START, Marker, parse_marker, split_lines
 from .session import Session
@@ -129,6 +129,8 @@ class Launcher:
         self.adopt = adopt
         self.reattach = reattach
         self.restart_sent = False
+        self.tty_progress = os.isatty(2)
+        self.progress_at = 0.0
         self.reattached = False
         self.cancelled: set[str] = set()
         self.lost_since = float("inf")  # when the connection was lost (monotonic), while reconnecting
@@ -521,6 +523,30 @@ class Launcher:
             if self.tunnel is not None:
                 self.tunnel.check(self.where.ready)
             self.check_walltime(now)
+            self.show_wait(now)
+
+    def show_wait(self, now: float) -> None:
+        """On a terminal, a queued job's id, state and time waited, refreshed in place (plain log lines else)."""
+        if not self.tty_progress:
+            return
+        waiting = bool(self.command.argv) and not self.allocated and self.where.allocation.state is not None
+        if not waiting:
+            if progress["shown"]:
+                progress["shown"] = False
+                with contextlib.suppress(OSError):
+                    os.write(2, b"\r\033[K")
+            return
+        if now - self.progress_at < 0.25:
+            return
+        self.progress_at = now
+        progress["shown"] = True
+        alloc = self.where.allocation
+        waited = int(now - self.started_at)
+        spin = "|/-\\"[int(now * 4) % 4]
+        reason = f" ({alloc.reason})" if alloc.reason else ""
+        line = f"\r\033[K[rik] {spin} job {alloc.job_id or '?'} {alloc.state}{reason}, waited {waited // 60}m{waited % 60:02d}s"
+        with contextlib.suppress(OSError):
+            os.write(2, line.encode())
 
     def on_attached(self, now: float) -> None:
         """Each time the connection is (back) up: the bootstrap, a restart's key, pings, the record."""

@@ -27,9 +27,20 @@ class Redact(logging.Filter):
 
 redact = Redact()
 
+#: A progress line is on the terminal (a queued job's wait): the next log line clears it first.
+progress = {"shown": False}
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
+    def emit(self, record: logging.LogRecord) -> None:
+        if progress["shown"]:
+            progress["shown"] = False
+            self.stream.write("\r\033[K")
+        super().emit(record)
+
 
 def setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     handler.setFormatter(logging.Formatter("[rik %(asctime)s.%(msecs)03d] %(message)s", "%H:%M:%S"))
     handler.addFilter(redact)
     log.handlers[:] = [handler]
