@@ -333,3 +333,81 @@ def test_ssh_failures_are_explained_in_one_line(output: str, expected: str) -> N
 def test_an_unknown_failure_is_not_explained() -> None:
     assert explain_ssh_failure("kex_exchange_identification: read: Connection reset by peer\n") is None
     assert explain_ssh_failure("") is None
+
+
+# ------------------------------------------------------------------ what the remote side prints for rik
+def test_markers_are_read_from_whole_lines_only() -> None:
+    from rik.launch.protocol import parse_marker
+
+    node = parse_marker("RIK-NODE rik-c1 42 /tmp/rik-AbC\r")
+    assert node is not None and (node.kind, node.words) == ("NODE", ("rik-c1", "42", "/tmp/rik-AbC"))
+    assert parse_marker("  RIK-READY ipc /tmp/rik-AbC/k ").words == ("ipc", "/tmp/rik-AbC/k")  # type: ignore[union-attr]
+    assert parse_marker("RIK-EXIT -9").status() == -9  # type: ignore[union-attr]
+    assert parse_marker("RIK-HELD-EXIT 0").kind == "HELD-EXIT"  # type: ignore[union-attr]
+    assert parse_marker("RIK-END").status() is None  # type: ignore[union-attr]
+    # What a kernel or a login shell prints is never taken for a marker.
+    for line in ("echo RIK-READY tcp 1 2 3 4 5", "RIK-READYX", "RIK-NODEhost", "rik-ready ipc /x", "xRIK-PID 7", ""):
+        assert parse_marker(line) is None, line
+
+
+def test_output_is_split_into_lines_whatever_the_chunks() -> None:
+    from rik.launch.protocol import split_lines
+
+    data = b"RIK-NODE n1 /tmp/rik-x\r\nRIK-WOR"
+    lines, rest = split_lines(b"", data)
+    assert (lines, rest) == (["RIK-NODE n1 /tmp/rik-x"], b"RIK-WOR")
+    lines, rest = split_lines(rest, b"KDIR /home/u\rRIK-PID 7\n")
+    assert (lines, rest) == (["RIK-WORKDIR /home/u", "RIK-PID 7"], b"")
+
+
+# ------------------------------------------------------------------ where the tunnel goes
+def test_the_tunnel_goes_to_the_host_itself_or_to_the_node_through_the_submit_host() -> None:
+    from rik.launch.launcher import kernel_route
+
+    gw, login = parse_endpoint("gw"), parse_endpoint("alice@login:2222")
+    assert kernel_route(False, login, (gw,), None) == (login, (gw,))  # plain SSH: the host is the kernel's
+    node, hops = kernel_route(True, login, (gw,), "c17")
+    assert (node.host, hops) == ("c17", (gw, login))  # a job: its node, through the chain and the submit host
+    assert kernel_route(True, login, (gw,), "alice@login") == (login, (gw,))  # the job landed on the submit host
+    node, hops = kernel_route(True, None, (), "c17")  # submitted on this machine
+    assert (node.host, hops) == ("c17", ())
+    with pytest.raises(UsageError):
+        kernel_route(True, login, (), "-oProxyCommand=evil")  # a node name is never an ssh option
+
+
+# ------------------------------------------------------------------ the state file
+def test_a_kernel_s_record_is_private_and_holds_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rik import state
+
+    monkeypatch.setenv("RIK_STATE_DIR", str(tmp_path / "state"))
+    runtime = Path("/tmp") / f"rkr{os.getpid()}"
+    monkeypatch.setenv("RIK_RUNTIME_DIR", str(runtime))
+    try:
+        record = state.KernelState(
+            name="kernel-1",
+            launcher_pid=os.getpid(),
+            config={"interface": "ssh"},
+            connection_file="/run/kernel-1.json",
+            job_id="42",
+        )
+        record.save()
+        record.save_key(KEY)
+        assert record.path is not None and record.path.parent == tmp_path / "state"
+        assert stat.S_IMODE(record.path.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(record.path.stat().st_mode) == 0o600
+        assert KEY not in record.path.read_text()
+        key_file = state.key_path("kernel-1")
+        assert key_file.parent == runtime and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert record.key() == KEY
+        assert [p.name for p in record.path.parent.iterdir()] == ["kernel-1.json"]  # nothing half-written left
+        loaded = state.load(record.path)
+        assert loaded is not None and (loaded.job_id, loaded.config) == ("42", {"interface": "ssh"})
+        # A record from a newer rik (a field this one does not know) still loads; a broken one is skipped.
+        data = json.loads(record.path.read_text())
+        record.path.write_text(json.dumps({**data, "from_the_future": 1}))
+        (record.path.parent / "broken.json").write_text("{not json")
+        assert [r.name for r in state.load_all()] == ["kernel-1"]
+        record.remove()
+        assert not record.path.exists() and not key_file.exists()
+    finally:
+        subprocess.run(["rm", "-rf", str(runtime)], check=False)
