@@ -130,16 +130,15 @@ class Proc:
                 pass
         if not self.closed:
             self.closed = True
-            for fd in {self.fd, self.wfd}:
+            if self.tty:
                 with contextlib.suppress(OSError):
-                    os.close(fd)
-            if not self.tty:
-                for stream in (self.popen.stdout, self.popen.stdin):
-                    try:
-                        if stream:
-                            stream.close()
-                    except OSError:
-                        pass
+                    os.close(self.fd)
+                return
+            # The pipes' file objects own their fds: closing them closes the fds (once).
+            for stream in (self.popen.stdout, self.popen.stdin):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
 
 
 def _tty_child_setup() -> None:
