@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# rik's PBS and LSF emulators (TEST FIXTURES, not schedulers): install, spool, cluster.json sections.
+# rik's LSF emulator (a TEST FIXTURE, not a scheduler): install, spool, cluster.json section.
+# (PBS is a real OpenPBS server: tests/cluster/pbs.sh.)
 #
 #   emulators.sh up      install tests/cluster/emulators/ into /opt/rik-emulators (copies), create the
-#                        spool /var/spool/rik-emulators/{pbs,lsf}, merge "pbs" and "lsf" into cluster.json
+#                        spool /var/spool/rik-emulators/lsf, merge "lsf" into cluster.json
 #   emulators.sh down    end every emulated job's processes (by the pids recorded in the spool), clear
 #                        the spool, remove /opt/rik-emulators
 #
 # Both are idempotent; `up` never disturbs jobs already in the spool.  tests/cluster/up and down call
-# this script.  The programs are NOT on PATH (Grid Engine owns qsub/qdel/qstat there): use
-# /opt/rik-emulators/pbs/bin/qsub etc.  See tests/cluster/emulators/README.md.
+# this script.  The programs are not on PATH: use /opt/rik-emulators/lsf/bin/bsub etc.
+# See tests/cluster/emulators/README.md.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,27 +23,28 @@ NODES_JSON='["rik-c1", "rik-c2"]'
 
 install_programs() {
     local flavor prog
-    install -d -m 0755 "$DEST" "$DEST/lib" "$DEST/pbs/bin" "$DEST/lsf/bin"
+    local f
+    # An older install may still hold the retired PBS emulator.
+    rm -rf "$DEST/pbs" "$DEST/lib/rik_emu"
+    install -d -m 0755 "$DEST" "$DEST/lib" "$DEST/lib/rik_emu" "$DEST/lsf/bin"
     install -m 0644 "$SRC/lib/rik_emulator.py" "$DEST/lib/rik_emulator.py"
+    for f in "$SRC/lib/rik_emu/"*.py; do install -m 0644 "$f" "$DEST/lib/rik_emu/$(basename "$f")"; done
     install -m 0644 "$SRC/README.md" "$DEST/README.md"
-    for flavor in pbs lsf; do
-        for prog in "$SRC/$flavor/bin/"*; do
-            install -m 0755 "$prog" "$DEST/$flavor/bin/$(basename "$prog")"
-        done
+    for prog in "$SRC/lsf/bin/"*; do
+        install -m 0755 "$prog" "$DEST/lsf/bin/$(basename "$prog")"
     done
     # Compile once as root so every user starts fast (users cannot write __pycache__ here).
-    /usr/bin/python3 -m py_compile "$DEST/lib/rik_emulator.py"
+    /usr/bin/python3 -m compileall -q "$DEST/lib"
 }
 
 make_spool() {
     local flavor d
     install -d -m 0755 "$SPOOL_ROOT"
-    for flavor in pbs lsf; do
+    for flavor in lsf; do
         d="$SPOOL_ROOT/$flavor"
         install -d -m 0755 "$d"
         # Job files are created by the submitting (unprivileged) user: sticky, world-writable.
         install -d -m 1777 "$d/jobs"
-        if [[ $flavor == pbs ]]; then install -d -m 1777 "$d/aux"; fi
         [[ -e $d/lock ]] || : >"$d/lock"
         [[ -s $d/state.json ]] || printf '{"next_id": 100, "next_node": 0}\n' >"$d/state.json"
         chmod 0666 "$d/lock" "$d/state.json"
@@ -51,23 +53,9 @@ make_spool() {
 }
 
 merge_sections() {
-    local pbs lsf common
+    local lsf common
     common="\"emulated\": true, \"nodes\": $NODES_JSON, \"submit_host\": \"rik-front\",
         \"readme\": \"$DEST/README.md\", \"python\": \"/usr/bin/python3\""
-    pbs="{ $common,
-        \"flavor\": \"torque\",
-        \"bin_dir\": \"$DEST/pbs/bin\",
-        \"qsub\": \"$DEST/pbs/bin/qsub\", \"qdel\": \"$DEST/pbs/bin/qdel\", \"qstat\": \"$DEST/pbs/bin/qstat\",
-        \"server\": \"rik-front\", \"default_queue\": \"batch\",
-        \"queues\": {\"full\": \"never starts (until qdel)\", \"slow\": \"starts after 3 s\",
-                     \"*\": \"starts at once\"},
-        \"wait_queue_args\": [\"-q\", \"full\"], \"slow_queue_args\": [\"-q\", \"slow\"],
-        \"job_id_format\": \"N.rik-front\", \"first_job_id\": 100,
-        \"job_env\": [\"PBS_JOBID\", \"PBS_JOBNAME\", \"PBS_O_WORKDIR\", \"PBS_NODEFILE\", \"PBS_NUM_PPN\", \"NCPUS\"],
-        \"host_request\": \"-l host=rik-c2 or -l nodes=rik-c2[:ppn=N]\",
-        \"exit_codes\": {\"qsub_completed\": 0, \"qsub_deleted_while_queued\": 1,
-                         \"qdel_unknown\": 153, \"qstat_unknown\": 153},
-        \"spool\": \"$SPOOL_ROOT/pbs\" }"
     lsf="{ $common,
         \"flavor\": \"openlava/ibm\",
         \"bin_dir\": \"$DEST/lsf/bin\",
@@ -82,13 +70,12 @@ merge_sections() {
         \"exit_codes\": {\"bsub_command\": \"the command's\", \"bsub_killed_pending\": 246,
                          \"bkill_unknown\": 255, \"bjobs_unknown\": 255},
         \"spool\": \"$SPOOL_ROOT/lsf\" }"
-    cluster_json_update "$(python3 -c 'import json, sys; print(json.dumps({"pbs": json.loads(sys.argv[1]), "lsf": json.loads(sys.argv[2])}))' "$pbs" "$lsf")"
+    cluster_json_merge lsf "$lsf"
 }
 
 check() {
     # The programs answer as an unprivileged user on rik-front (no job submitted).
     local outp
-    outp=$(on_host rik-front runuser -u rik -- "$DEST/pbs/bin/qstat" 2>&1) || die "qstat emulator failed: $outp"
     outp=$(on_host rik-front runuser -u rik -- "$DEST/lsf/bin/bjobs" -a 2>&1) || true
     [[ $outp == "No job found" || $outp == JOBID* ]] || die "bjobs emulator failed: $outp"
 }
@@ -100,7 +87,7 @@ up)
     make_spool
     if [[ -e $RIK_JSON ]]; then merge_sections; fi
     if [[ -e $(netns_path rik-front) ]]; then check; fi
-    log "emulators: PBS (qsub/qdel/qstat) in $DEST/pbs/bin, LSF (bsub/bkill/bjobs) in $DEST/lsf/bin; spool $SPOOL_ROOT"
+    log "emulators: LSF (bsub/bkill/bjobs) in $DEST/lsf/bin; spool $SPOOL_ROOT"
     ;;
 down)
     if [[ -f $DEST/lib/rik_emulator.py && -d $SPOOL_ROOT ]]; then

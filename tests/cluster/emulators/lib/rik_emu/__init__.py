@@ -1,0 +1,1 @@
+"""rik's LSF emulator (a TEST FIXTURE): the modules behind lib/rik_emulator.py."""
