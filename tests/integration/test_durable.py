@@ -40,6 +40,11 @@ class Kind:
         args = list(self.args)
         if self.interface == "lsf":
             args += ["--launch-cmd", cluster.section("lsf")["bsub"]]
+        if self.interface == "pbs":  # by full path: Debian's Grid Engine owns /usr/bin/qsub
+            pbs = cluster.section("pbs") or {}
+            if "qsub" not in pbs:
+                pytest.skip(f"no OpenPBS server in the test cluster ({pbs.get('missing', 'no pbs section')})")
+            args += ["--launch-cmd", pbs["qsub"]]
         if self.queue_cmd:
             args += ["--job-name", jn]
         return add_kernel(rik, cluster, *args, "-n", f"{label} {self.interface}", *extra), jn
@@ -62,8 +67,9 @@ LSF = Kind(
     "LSB_JOBID",
     ("/opt/rik-emulators/lsf/bin/bjobs", "-noheader", "-o", "jobid stat job_name"),
 )
-ALL = [SSH, SLURM, QRSH, QLOGIN, LSF]
-JOBS = [SLURM, QRSH, QLOGIN, LSF]
+PBS = Kind("pbs", ("-i", "pbs", "-x", "rik-front", *CHAIN), "PBS_JOBID", ("/opt/pbs/bin/qstat",))
+ALL = [SSH, SLURM, QRSH, QLOGIN, PBS, LSF]
+JOBS = [SLURM, QRSH, QLOGIN, PBS, LSF]
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +144,7 @@ def test_the_kernel_answers_after_every_local_ssh_process_is_killed(rik, cluster
             assert job_id_of(k, kind) == before
     if kind.queue_cmd:
         wait_until(lambda: not kind.jobs(cluster, jn), 30, what="the job to leave the queue")
-    assert_nothing_left(cluster, timeout=20)
+    assert_nothing_left(cluster, timeout=45 if kind is PBS else 20)  # PBS's qsub -I takes its time to notice
 
 
 @pytest.mark.parametrize("kind", [SSH, SLURM], ids=_ids([SSH, SLURM]))
@@ -186,7 +192,7 @@ def test_a_restart_starts_the_new_kernel_in_the_same_job(rik, cluster, jupyter_h
         assert kind.jobs(cluster, jn) == listed  # the same job, never a second one
         assert k.run("print(6 * 7)").strip() == "42"
     wait_until(lambda: not kind.jobs(cluster, jn), 30, what="the job to leave the queue")
-    assert_nothing_left(cluster, timeout=20)
+    assert_nothing_left(cluster, timeout=45 if kind is PBS else 20)
 
 
 # -------------------------------------------------------------------------------------------------------------
