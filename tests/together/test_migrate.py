@@ -1,5 +1,8 @@
 """``rik manage --import``: kernelspecs written by the real remote_ikernel 0.4.6 (from PyPI, in a throwaway virtual
-environment) become rik kernels with the same names and settings."""
+environment) become rik kernels with the same names and settings.
+
+In tests/together: remote_ikernel's kernels use every interface, so these need every first-party plugin installed
+(the `tests` session); `tests-core` runs tests/core with rik-core alone."""
 
 from __future__ import annotations
 
