@@ -20,9 +20,8 @@ def _in_ci() -> bool:
 
 def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
     longrepr = report.longrepr
-    if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return str(longrepr[2])
-    return str(longrepr)
+    text = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return text.removeprefix("Skipped: ")
 
 
 @pytest.hookimpl(hookwrapper=True)
