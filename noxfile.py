@@ -46,7 +46,12 @@ def tests(session: nox.Session) -> None:
         session.run(str(ROOT / "tests" / "frontends" / "install-browser"), external=True)
     session.install(*DISTS, *TEST_DEPS, *FRONTEND_DEPS)
     _pytest(session, "tests")
-    session.notify("example-plugin")  # the public API suffices: a third-party plugin, installed on its own
+    # Then each distribution on its own: rik-core alone, each plugin with rik-core alone (no plugin secretly needs
+    # another), and the example third-party plugin (the public API suffices). Their own posargs: all their tests.
+    session.notify("tests-core", posargs=[])
+    for plugin in PLUGINS:
+        session.notify(f"tests-plugin(plugin='{plugin}')", posargs=[])
+    session.notify("example-plugin", posargs=[])
 
 
 @nox.session(name="tests-core")
