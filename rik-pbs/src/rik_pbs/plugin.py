@@ -87,4 +87,6 @@ def rik_build_doctor_queries(request: LaunchRequest) -> list[SchedulerQuery]:
     if not r.queue:
         return []
     qstat = sibling_program(request.launch_cmd, "qstat")
-    return [SchedulerQuery(what=f"queue {r.queue}", option="queue", argv=(qstat, "-Q", r.queue), missing=r"Unknown queue")]
+    return [
+        SchedulerQuery(what=f"queue {r.queue}", option="queue", argv=(qstat, "-Q", r.queue), missing=r"Unknown queue")
+    ]
