@@ -90,7 +90,7 @@ def test_a_failed_start_raises_with_the_launchers_reason(rik, jupyter_home: Path
 
 
 def test_a_slurm_kernel_through_jupyter_server(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
-    """jupyter_server's kernel manager: run, interrupt, restart (a new job; the old one is gone), shut down."""
+    """jupyter_server's kernel manager: run, interrupt, restart (a fresh kernel in the same job), shut down."""
     from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 
     name = add_kernel(rik, cluster, "-i", "slurm", *VIA_FRONT, "-n", "Prov", "--provisioner")
@@ -107,12 +107,13 @@ def test_a_slurm_kernel_through_jupyter_server(rik, cluster, jupyter_home: Path,
             host, job = (await run(kc, "import os, socket; print(socket.gethostname(), os.environ['SLURM_JOB_ID'])")).split()
             assert host in COMPUTE and job in slurm_jobs(cluster)
             assert await interrupt_sleep(kc, lambda: mkm.interrupt_kernel(kid)) == "KeyboardInterrupt"
+            await run(kc, "x = 41")
             await (await mkm.restart_kernel(kid))  # resolves on the new kernel's kernel_info reply
             await kc.wait_for_ready(timeout=60)
             host2, job2 = (await run(kc, "import os, socket; print(socket.gethostname(), os.environ['SLURM_JOB_ID'])")).split()
-            assert host2 in COMPUTE and job2 != job
-            jobs = slurm_jobs(cluster)
-            assert job2 in jobs and job not in jobs, jobs
+            assert (host2, job2) == (host, job)  # restarted in place: no second job, no queue wait
+            assert (await run(kc, "print('x' in globals())")).strip() == "False"  # a fresh namespace
+            assert job in slurm_jobs(cluster)
         finally:
             kc.stop_channels()
             await mkm.shutdown_kernel(kid)
