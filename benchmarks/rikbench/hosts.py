@@ -184,6 +184,33 @@ def alive(pid: int) -> bool:
         return False
 
 
+def started(pid: int) -> float | None:
+    """When a process started, in seconds since boot (``CLOCK_BOOTTIME``), to a clock tick (10 ms)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def start_path(launcher: int | None, t0: float, ready: float) -> dict[str, float] | None:
+    """Where a start went, from the processes' start times: jupyter_client until the launcher runs, the launcher
+    until its first child (Python, imports, plugins, setup), that child until the tunnel's ssh, the tunnel until
+    the first reply. ``t0``: CLOCK_BOOTTIME at start_kernel; ``ready``: seconds from it to the first reply."""
+    if launcher is None or (began := started(launcher)) is None:
+        return None
+    table = proc_table()
+    kids = {p: started(p) for p in descendants(launcher, table) - {launcher}}
+    first = min((t for t in kids.values() if t is not None), default=None)
+    tunnel = min((t for p, t in kids.items() if t is not None and " -L " in f" {table[p][1]} "), default=None)
+    path = {"spawn": began - t0, "launcher": (first - began) if first else None}
+    if first is not None and tunnel is not None:
+        path |= {"to_tunnel": tunnel - first, "tunnel_to_ready": t0 + ready - tunnel}
+    elif first is not None:
+        path["to_ready"] = t0 + ready - first
+    return path
+
+
 def status_kib(pid: int, name: str) -> int | None:
     """A ``/proc/PID/status`` field in KiB (``VmRSS``, ``VmHWM``)."""
     with contextlib.suppress(OSError):

@@ -22,12 +22,12 @@ from .runs import kernel_rounds
 from .session import Bench
 from .util import BENCH_DIR, REMOTE_PY, log
 
-PARTS = ("kernels", "scaling", "logins", "cli", "profile", "plots")
+PARTS = ("kernels", "throughput", "scaling", "logins", "cli", "profile", "plots")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="benchmarks/run.py", description="rik's benchmarks (benchmarks/README.md)")
-    parser.add_argument("--quick", action="store_true", help="2 rounds, fewer cells, less output, scaling 1 and 4")
+    parser.add_argument("--quick", action="store_true", help="2 rounds, fewer cells and samples, scaling 1 and 4")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--cells", type=int, help="trivial cells per round-trip sample")
     parser.add_argument("--mib", type=int, help="MiB of output per throughput sample")
@@ -45,11 +45,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(BENCH_DIR / "results"))
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory with every launcher's log")
     args = parser.parse_args(argv)
-    args.rounds = args.rounds or (2 if args.quick else 4)
-    args.cells = args.cells or (50 if args.quick else 200)
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    args.cells = args.cells or (50 if args.quick else 100)
     args.mib = args.mib or (2 if args.quick else 4)
-    args.mib_samples = args.mib_samples or (3 if args.quick else 5)
-    args.scale = [int(n) for n in (args.scale or ("1,4" if args.quick else "1,4,16")).split(",")]
+    args.mib_samples = args.mib_samples or (2 if args.quick else 3)
+    args.scale = [int(n) for n in (args.scale or ("1,4" if args.quick else "1,4,8,16")).split(",")]
+    args.tput_blocks, args.tput_abba, args.tput_mib = (3, 1, 4) if args.quick else (5, 2, 8)
     args.scale_rounds = 1
     args.cli_runs = 8 if args.quick else 20
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -131,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         probes = [p for p in C.CANCEL_PROBES if only is None or p in only]
         if "kernels" not in args.skip:
             payload["samples"] = kernel_rounds(bench, contenders, probes)
+        if "throughput" not in args.skip:
+            from .runs import throughput_pairs
+
+            payload["throughput"] = throughput_pairs(bench)
         if "scaling" not in args.skip:
             from .runs import scaling_rounds
 

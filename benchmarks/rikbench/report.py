@@ -63,6 +63,11 @@ def figures(payload: dict[str, Any]) -> tuple[dict[str, list[Any]], dict[str, li
             for name in ("shutdown_gone", "queue_gone"):
                 both = [entry.get(p, {}).get(name) for p in ("cold", "warm") if "error" not in entry.get(p, {})]
                 put(f"{key}.shutdown.{name}", r, median(both) if all(v is not None for v in both) else None)
+    for key, rates in (payload.get("throughput") or {}).items():
+        if key.endswith(".error"):
+            notes.setdefault(f"pairs.{key.split('.')[0]}.mib_s", []).extend(rates)
+        else:
+            figs[f"pairs.{key}.mib_s"] = list(rates)
     for row in payload.get("scaling") or []:
         if "error" in row:
             notes.setdefault(f"scale.{row['contender']}.x{row['n']}.start_p50", []).append(row["error"])
@@ -109,7 +114,7 @@ def evaluate(target: dict[str, Any], figs: dict[str, list[Any]], notes: dict[str
     met = med <= target["max"]
     reasons = []
     if "spread" in target and len(vals) > 1:
-        spread = (max(vals) - min(vals)) / med
+        spread = ((pct(vals, 75) or med) - (pct(vals, 25) or med)) / med  # interquartile: one disturbed block aside
         out["spread_seen"] = spread
         if spread > target["spread"]:
             met = False
@@ -214,6 +219,34 @@ def contenders_table(samples: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def start_paths(samples: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Medians over rounds of where each start went (process start times, 10 ms clock ticks)."""
+    lines = [
+        "| contender | phase | jupyter_client → launcher runs | launcher → its first child (ssh) | → tunnel ssh starts "
+        "| tunnel → first reply (or child → first reply) | total |",
+        "| " + " | ".join(["---"] * 7) + " |",
+    ]
+    for key, rows in samples.items():
+        if key in CANCEL_PROBES or key == "local":
+            continue
+        for phase in ("cold", "warm"):
+            paths = [r.get(phase, {}).get("path") or {} for r in rows]
+            if not any(paths):
+                continue
+
+            def col(name: str, paths: list = paths) -> str:
+                v = median(p.get(name) for p in paths)
+                return "—" if v is None else f"{v * 1000:.0f} ms"
+
+            last = col("tunnel_to_ready") if any("tunnel_to_ready" in p for p in paths) else col("to_ready")
+            total = median(r.get(phase, {}).get("start") for r in rows)
+            lines.append(
+                f"| {BY_KEY[key].label} | {phase} | {col('spawn')} | {col('launcher')} | {col('to_tunnel')} | {last} | "
+                f"{'—' if total is None else f'{total * 1000:.0f} ms'} |"
+            )
+    return lines
+
+
 def leftovers(samples: dict[str, list[dict[str, Any]]]) -> list[str]:
     lines = []
     for key, rows in samples.items():
@@ -304,6 +337,10 @@ def markdown(payload: dict[str, Any]) -> str:
             "Left behind after shutdown:",
             "",
             *leftovers(samples),
+            "",
+            "## Where a start goes (process start times, to a 10 ms clock tick; medians over rounds)",
+            "",
+            *start_paths(samples),
         ]
     if payload.get("scaling"):
         lines += ["", "## N kernels started at once", "", *scaling_table(payload["scaling"])]

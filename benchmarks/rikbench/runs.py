@@ -217,3 +217,39 @@ def scaling_rounds(bench: Bench) -> list[dict[str, Any]]:
             )
             out.append(res)
     return out
+
+
+PAIRED = (("rik-gw", "raw-gw"), ("rik-chain", "raw-chain"))
+
+
+def throughput_pairs(bench: Bench) -> dict[str, list[float]]:
+    """Output throughput of rik and its floor, both kernels up at once and sampled in ABBA blocks (rik, floor,
+    floor, rik), so that both see the same minutes of a shared machine; one rate per contender per block."""
+    out: dict[str, list[float]] = {}
+    for rik_key, floor_key in PAIRED:
+        kernels = {}
+        try:
+            for key in (rik_key, floor_key):
+                c = BY_KEY[key]
+                env = {**os.environ, **c.env, "RIK_RUNTIME_DIR": str(bench.runtime(f"tput-{key}"))}
+                km, kc, _ = K.start(c.kernel, env, timeout=bench.args.start_timeout, log_file=subprocess.DEVNULL)
+                kernels[key] = (km, kc)
+                K.settle(kc)
+                K.throughput(kc, bench.args.tput_mib, 1)  # warm-up: imports, buffers
+            rates: dict[str, list[float]] = {rik_key: [], floor_key: []}
+            for _ in range(bench.args.tput_blocks):
+                block: dict[str, list[float]] = {rik_key: [], floor_key: []}
+                for key in (rik_key, floor_key, floor_key, rik_key) * bench.args.tput_abba:
+                    block[key] += K.throughput(kernels[key][1], bench.args.tput_mib, 1)
+                for key, vals in block.items():  # the block's mean rate (harmonic: the same bytes each time)
+                    rates[key].append(len(vals) / sum(1 / v for v in vals))
+            out |= rates
+            ratios = [f / r for r, f in zip(rates[rik_key], rates[floor_key], strict=True)]
+            log(f"  throughput {rik_key} vs {floor_key}: floor/rik per block {', '.join(f'{x:.2f}' for x in ratios)}")
+        except Exception as exc:
+            log(f"  throughput {rik_key} vs {floor_key}: FAILED {exc}")
+            out[f"{rik_key}.error"] = [str(exc)]  # type: ignore[list-item]
+        finally:
+            for km, kc in kernels.values():
+                K.stop_nicely(km, kc)
+    return out

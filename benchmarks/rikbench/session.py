@@ -17,7 +17,7 @@ from jupyter_client.manager import KernelManager
 
 from . import kernel as K
 from .contenders import Contender
-from .hosts import Cluster, Footprint, World, alive, jobs_in, kill, status_kib
+from .hosts import Cluster, Footprint, World, alive, jobs_in, kill, start_path, status_kib
 
 IPYKERNEL_STATE = (".ipython", ".local", ".cache", ".config", ".jupyter")
 
@@ -131,7 +131,10 @@ class Bench:
         log_path: Path,
         log_file: Any,
     ) -> dict[str, Any]:
+        t0 = time.clock_gettime(time.CLOCK_BOOTTIME)
         km, kc, result["start"] = K.start(c.kernel, env, timeout=self.args.start_timeout, log_file=log_file)
+        if c.key != "local":
+            result["path"] = start_path(K.launcher_pid(km), t0, result["start"])
         key = km.session.key.decode() if km.session.key else ""
         marker = str(runtime) if c.kind == "rik" else None
         fp = Footprint()
