@@ -292,7 +292,7 @@ up() {
     archive=$(find_archive)
     if [[ -z $archive ]]; then
         missing_archive
-        cluster_json_merge pbs '{"missing": "the OpenPBS source archive: set RIK_OPENPBS_SOURCE and rerun tests/cluster/up"}'
+        cluster_json_merge pbs '{"missing": "its source archive was not found: set RIK_OPENPBS_SOURCE and rerun tests/cluster/up"}'
         return 0
     fi
     sha=$(sha256sum "$archive" | cut -d' ' -f1)

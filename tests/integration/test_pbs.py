@@ -32,8 +32,8 @@ def pbs(cluster) -> Mapping[str, Any]:
     """The cluster's real PBS; skips (fails under CI=true) when tests/cluster/pbs.sh could not build one."""
     section = cluster.section("pbs")
     if not section or section.get("missing") or section.get("emulated", True):
-        why = (section or {}).get("missing") or "no pbs section in cluster.json"
-        message = f"no OpenPBS server in the test cluster ({why}): set RIK_OPENPBS_SOURCE and rerun tests/cluster/up"
+        why = (section or {}).get("missing") or "no pbs section in cluster.json: rerun tests/cluster/up"
+        message = f"no OpenPBS server in the test cluster: {why}"
         if os.environ.get("CI") == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)

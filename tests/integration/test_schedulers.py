@@ -30,7 +30,7 @@ class Sched:
         if self.interface == "pbs":  # by full path: Debian's Grid Engine owns /usr/bin/qsub
             pbs = cluster.section("pbs") or {}
             if "qsub" not in pbs:
-                message = f"no OpenPBS server in the test cluster ({pbs.get('missing', 'no pbs section')})"
+                message = f"no OpenPBS server in the test cluster: {pbs.get('missing', 'no pbs section')}"
                 if os.environ.get("CI") == "true":
                     pytest.fail(message, pytrace=False)
                 pytest.skip(message)
