@@ -29,10 +29,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
-from rik_emu.base import Spool, end_processes, ref_alive  # noqa: E402
-from rik_emu.bjobs import bjobs, bkill  # noqa: E402
-from rik_emu.bsub import bsub  # noqa: E402
-from rik_emu.job import jobshell  # noqa: E402
+from rik_emu.base import Spool, end_processes, ref_alive
+from rik_emu.bjobs import bjobs, bkill
+from rik_emu.bsub import bsub
+from rik_emu.job import jobshell
 
 FLAVORS = ("lsf",)
 
