@@ -92,6 +92,9 @@ build() {
 install_tree() {
     local sha=$1 dir="$CACHE/$1"
     [[ "$(cat "$PBS_EXEC/.rik-openpbs-sha256" 2>/dev/null)" == "$sha" ]] && return 0
+    # A PBS this script did not install is never replaced.
+    [[ ! -e $PBS_EXEC || -e $PBS_EXEC/.rik-openpbs-sha256 ]] ||
+        die "pbs: $PBS_EXEC exists and is not the test cluster's (no .rik-openpbs-sha256 in it): move it away first"
     running_any && die "pbs: $PBS_EXEC is to be replaced while PBS daemons run: tests/cluster/pbs.sh down first"
     rm -rf "$PBS_EXEC"
     cp -a "$dir/root$PBS_EXEC" "$PBS_EXEC"
