@@ -40,7 +40,7 @@ from typing import Any
 
 from .logs import log
 
-__all__ = ["RELAYED", "ChannelRelay", "shutdown_kind"]
+__all__ = ["RELAYED", "ChannelRelay", "inner_paths", "shutdown_kind"]
 
 DELIM = b"<IDS|MSG>"
 #: The channels the launcher relays (the heartbeat goes straight through the tunnel).
@@ -59,6 +59,12 @@ def _ids(frames: list[bytes]) -> tuple[str | None, str | None]:
     own = header.get("msg_id") if isinstance(header, dict) else None
     par = parent.get("msg_id") if isinstance(parent, dict) else None
     return (own if isinstance(own, str) else None), (par if isinstance(par, str) else None)
+
+
+def inner_paths(directory: Path) -> dict[str, Path]:
+    """Where the tunnel puts the kernel's relayed channels: Unix sockets in rik's private runtime directory."""
+    short = {"shell_port": "sh", "control_port": "co", "stdin_port": "in", "iopub_port": "io"}
+    return {ch: directory / f"z{os.getpid()}{short[ch]}.sock" for ch in RELAYED}
 
 
 def shutdown_kind(frames: list[bytes], key: bytes, scheme: str = "hmac-sha256") -> str | None:
@@ -103,8 +109,7 @@ class ChannelRelay:
         self.scheme = scheme
         self.wake = wake
         self.seen: str | None = None  # "shutdown" or "restart": the last such request the frontend made
-        short = {"shell_port": "sh", "control_port": "co", "stdin_port": "in", "iopub_port": "io"}
-        self.inner = {ch: directory / f"z{os.getpid()}{short[ch]}.sock" for ch in RELAYED}
+        self.inner = inner_paths(directory)
         self.subscribed = False  # the relay's IOPub subscription has reached the kernel (as far as can be seen)
         self._stop = threading.Event()
         self._ctx = zmq.Context()

@@ -137,6 +137,7 @@ class Launcher:
         self.kernel_status: int | None = None  # a kernel that ended on its own, when that ends the launcher
         self.wake_w: int | None = None
         self.relay: Any = None
+        self.relay_inner: dict[str, Path] | None = None
         self.session = Session(self._session_argv, self.ssh.env() if self.ssh else dict(os.environ), self.on_output)
         self.tunnel: Tunnel | None = None
         name = adopt.name if adopt is not None else Path(connection_file).stem
@@ -367,6 +368,7 @@ class Launcher:
         early = self.tunnel is not None and self.tunnel.proc is not None and endpoints == self.tunnel.endpoints
         self.where.endpoints = endpoints
         self.where.ready = True
+        self.start_relay()
         self.record.status = "attached"
         self.record.endpoints = endpoints
         self.save_state()
@@ -410,16 +412,30 @@ class Launcher:
         if self.tunnel is None:
             assert self.ssh is not None
             local: dict[str, int | str] = {k: int(self.connection[k]) for k in CHANNELS}
-            if self.relay is not None:
-                local.update({k: str(path) for k, path in self.relay.inner.items()})
+            if self.relay_inner is not None:
+                local.update({k: str(path) for k, path in self.relay_inner.items()})
             self.tunnel = Tunnel(self.ssh, local, self.tunnel_route, int(self.connection["iopub_port"]))
-            self.tunnel.stage = self.relay is None
+            self.tunnel.stage = self.relay_inner is None
         return self.tunnel
 
-    def start_relay(self) -> None:
-        """Relay shell, control, stdin and IOPub (see :mod:`.control`), where the kernel has a tunnel."""
+    def plan_relay(self) -> None:
+        """Whether the launcher will relay the frontend's channels (see :mod:`.control`): where the kernel has a
+        tunnel. The tunnel forwards the kernel's channels to the relay's sockets from the start; the relay binds
+        the frontend's ports once the kernel is up (as its ports would be), see :meth:`start_relay`."""
         if self.local or self.mode == "direct" or self.ssh is None:
             return
+        try:
+            import zmq  # noqa: F401  # the relay needs it
+
+            from .control import inner_paths
+        except ImportError:
+            return
+        self.relay_inner = inner_paths(self.ssh.dir)
+
+    def start_relay(self) -> None:
+        if self.relay is not None or self.relay_inner is None:
+            return
+        assert self.ssh is not None
         from .control import ChannelRelay
 
         ports = {k: int(self.connection[k]) for k in CHANNELS}
@@ -431,15 +447,19 @@ class Launcher:
                 str(self.connection.get("signature_scheme", "hmac-sha256")),
                 self.wake_w,
             )
-        except Exception as exc:  # a port taken, no zmq: the channels go straight through the tunnel
-            log.debug("channel relay unavailable (%s): the tunnel forwards the frontend's ports itself", exc)
-            self.relay = None
+        except Exception as exc:  # a port taken: the channels go straight through the tunnel
+            log.warning("cannot relay the kernel's channels (%s): the tunnel forwards the ports itself", exc)
+            self.relay_inner = None
+            if self.tunnel is not None and self.where.endpoints:
+                self.tunnel.stop()
+                self.tunnel = None
+                self.ensure_tunnel().start(self.where.endpoints, staged=True)
 
     # -- the loop --------------------------------------------------------------------------------------------
     def run(self) -> int:
         wake = self.install_signals()
         try:
-            self.start_relay()
+            self.plan_relay()
             self.start()
             return self.loop(wake)
         except RikError as exc:
@@ -559,6 +579,7 @@ class Launcher:
         if self.adopt is not None and self.reattach and not self.reattached and self.where.endpoints:
             self.reattached = True
             self.where.ready = True
+            self.start_relay()
             self.record.status = "attached"
             self.ensure_tunnel().start(self.where.endpoints, staged=True)
             log.info("reattached; the kernel answers through the tunnel again")
