@@ -1,6 +1,7 @@
 """The launcher that a rik kernelspec runs (``python -m rik --kernel-config JSON {connection_file}``), in parts.
 
 - :mod:`.entry`: the command line (also the flags VS Code appends) and ``main``.
+- :mod:`.job`: where the job runs, its cancel command, the records a restart or a reattach adopts.
 - :mod:`.launcher`: :class:`~.launcher.Launcher`, the one ``select`` loop that ties the parts together: start or
   adopt a kernel, reconnect, restart in place, shut down or leave the kernel parked/detached.
 - :mod:`.session`: the connection to the *holder*, the small detached shell on the submit host (or the kernel's
