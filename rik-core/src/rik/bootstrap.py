@@ -212,7 +212,8 @@ def render(spec: Bootstrap) -> str:
             + ',"key":"%s","signature_scheme":"%s","kernel_name":"%s"}\\n\' '
             + f'"$rik_d" "$rik_key" {_q(scheme)} {_q(kernel_name)} > "$rik_cf"'
         )
-    add('  rm -f "$rik_d/pid" "$rik_d/ready"')
+    # An earlier kernel's sockets (a restart in place) must not pass for the new kernel's.
+    add('  rm -f "$rik_d/pid" "$rik_d/ready" "$rik_d"/k-[0-9]')
     # Ready watcher: the kernel has bound its endpoints; then the connection file goes.
     add("  (")
     add("    rik_t=0")
