@@ -39,6 +39,9 @@ KNOWN_DISTRIBUTIONS = {
     "lsf": "rik-lsf",
 }
 
+#: The built-in plugin's name, which is also its one interface's (rik.local.INTERFACE).
+BUILTIN = "local"
+
 _SPEC_NAMES = frozenset(name for name in dir(hookspecs) if name.startswith("rik_"))
 _INTERFACE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -198,9 +201,9 @@ class PluginHost:
         disabled = _disabled_from_env() if self.disabled is None else self.disabled
         added: set[str] = set()
         if self.only is not None:
-            if self.builtin and self.only == "local":
+            if self.builtin and self.only == BUILTIN:
                 self._add_builtin(disabled)
-                added.add("local")
+                added.add(BUILTIN)
             elif self.entry_points:
                 for ep in _entry_points_named([self.only], KNOWN_DISTRIBUTIONS.get(self.only)):
                     self._add_entry_point(ep, disabled)
@@ -209,7 +212,7 @@ class PluginHost:
                 self._add_extra(disabled)
                 return
         # Every plugin: for `rik plugins`, `rik manage`, doctor, and when the fast path found nothing.
-        if self.builtin and "local" not in added:
+        if self.builtin and BUILTIN not in added:
             self._add_builtin(disabled)
         if self.entry_points:
             for ep in sorted(_entry_points(), key=lambda e: e.name):
@@ -221,7 +224,7 @@ class PluginHost:
     def _add_builtin(self, disabled: frozenset[str]) -> None:
         from . import __version__, local
 
-        self._add("local", lambda: local, "rik-core", lambda: __version__, disabled)
+        self._add(BUILTIN, lambda: local, "rik-core", lambda: __version__, disabled)
 
     def _add_entry_point(self, ep: Any, disabled: frozenset[str]) -> None:
         dist = getattr(ep, "dist", None)
