@@ -47,12 +47,15 @@ def main() -> int:
     to_submit = [*ssh, *(["-J", args.jump] if args.jump else []), "--", args.submit]
     children: list[subprocess.Popen[bytes]] = []
 
-    def stop(signum: int, frame: object) -> None:
+    def end() -> None:
         for child in children:
             if child.poll() is None:
                 child.terminate()
         cancel = f"scancel --name {name}" if args.scheduler == "slurm" else f"qdel {name}"
         subprocess.run([*to_submit, cancel], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+    def stop(signum: int, frame: object) -> None:
+        end()
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
@@ -71,7 +74,9 @@ def main() -> int:
     assert kernel.stdout is not None
     first = kernel.stdout.readline().decode().split()
     if len(first) != 2:
-        return kernel.wait() or 1
+        print(f"the job printed {first!r}, not its node and id", file=sys.stderr)
+        end()
+        return 1
     node, job = first
     print(f"job {job} running on {node}", file=sys.stderr, flush=True)
     hops = ",".join(h for h in (args.jump, args.submit) if h)

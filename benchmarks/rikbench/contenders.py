@@ -25,7 +25,7 @@ class Contender:
     kind: str  # floor | rik | ri
     hosts: tuple[str, ...] = ()  # test hosts its processes live on
     scheduler: str | None = None  # slurm | sge: the queue is checked after shutdown
-    life: bool = False  # also a third kernel: restart, then reconnect (remote ones)
+    life: bool = False  # also a kernel restarted and, for rik's remote kernels, one whose ssh processes are killed
     kernel: str = ""  # kernelspec name, filled in by make_specs
     env: dict[str, str] = field(default_factory=dict)
 

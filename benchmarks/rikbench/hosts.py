@@ -193,22 +193,29 @@ def started(pid: int) -> float | None:
     return int(stat.rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
 
 
-def start_path(launcher: int | None, t0: float, ready: float) -> dict[str, float] | None:
-    """Where a start went, from the processes' start times: jupyter_client until the launcher runs, the launcher
-    until its first child (Python, imports, plugins, setup), that child until the tunnel's ssh, the tunnel until
-    the first reply. ``t0``: CLOCK_BOOTTIME at start_kernel; ``ready``: seconds from it to the first reply."""
-    if launcher is None or (began := started(launcher)) is None:
-        return None
+def start_path(launcher: int | None, t0: float, ready: float, remote: dict[int, str]) -> dict[str, float | None]:
+    """A start's timeline from the processes' start times (to a clock tick), in seconds after ``start_kernel``
+    (``t0``, CLOCK_BOOTTIME): the launcher runs, its first child (ssh), the first process on the remote side
+    (``remote``: the kernel's remote processes, sshd's own aside), the kernel's Python, the tunnel's ssh, and
+    ``ready`` (the first reply)."""
+    if launcher is None or started(launcher) is None:
+        return {}
     table = proc_table()
-    kids = {p: started(p) for p in descendants(launcher, table) - {launcher}}
-    first = min((t for t in kids.values() if t is not None), default=None)
-    tunnel = min((t for p, t in kids.items() if t is not None and " -L " in f" {table[p][1]} "), default=None)
-    path = {"spawn": began - t0, "launcher": (first - began) if first else None}
-    if first is not None and tunnel is not None:
-        path |= {"to_tunnel": tunnel - first, "tunnel_to_ready": t0 + ready - tunnel}
-    elif first is not None:
-        path["to_ready"] = t0 + ready - first
-    return path
+    kids = {p: (started(p), table[p][1]) for p in descendants(launcher, table) - {launcher}}
+    there = {p: (started(p), cmd) for p, cmd in remote.items() if not cmd.startswith("sshd:")}
+
+    def first(procs: dict[int, tuple[float | None, str]], word: str = "") -> float | None:
+        times = [t for t, cmd in procs.values() if t is not None and word in f" {cmd} "]
+        return min(times) - t0 if times else None
+
+    return {
+        "launcher": (started(launcher) or t0) - t0,
+        "first_child": first(kids),
+        "remote": first(there),
+        "kernel": first(kids if not remote else there, "ipykernel_launcher"),
+        "tunnel": first(kids, " -L "),
+        "ready": ready,
+    }
 
 
 def status_kib(pid: int, name: str) -> int | None:
@@ -295,6 +302,9 @@ class Footprint:
 
     def remote_pids(self) -> set[int]:
         return {pid for procs in self.remote.values() for pid in procs}
+
+    def remote_pids_cmds(self) -> dict[int, str]:
+        return {pid: cmd for procs in self.remote.values() for pid, cmd in procs.items()}
 
     def local_ssh(self) -> set[int]:
         return {p for p, c in {**self.local, **self.masters}.items() if is_ssh(c)}

@@ -15,8 +15,14 @@ class Failed(Exception):
     pass
 
 
+#: Every launcher this run started, ended at the end of the run if one outlived its kernel.
+LAUNCHERS: set[int] = set()
+
+
 def launcher_pid(km: KernelManager) -> int | None:
     proc = getattr(km.provisioner, "process", None)
+    if proc is not None:
+        LAUNCHERS.add(proc.pid)
     return proc.pid if proc is not None else None
 
 
@@ -66,6 +72,7 @@ def start(kernel: str, env: dict[str, str], timeout: float, log_file: Any = None
     km = KernelManager(kernel_name=kernel)
     t0 = time.perf_counter()
     km.start_kernel(env=env, stdout=log_file, stderr=log_file)
+    launcher_pid(km)
     kc = km.client()
     kc.start_channels()
     try:
@@ -185,17 +192,20 @@ def interrupt(km: KernelManager, kc: Any) -> tuple[float | None, str]:
 def restart(km: KernelManager, kc: Any, timeout: float) -> dict[str, Any]:
     """jupyter_client's restart_kernel until the new kernel's first kernel_info reply; whether it is a fresh kernel
     in the same job (same job id, no ``x``)."""
-    execute(kc, "x = 41")
-    before = output(kc, JOB_ID).split()
+    execute(kc, "x = 41", timeout=15)
+    before = output(kc, JOB_ID, timeout=15).split()
     t0 = time.perf_counter()
     try:
         km.restart_kernel(now=False)
         took = wait_ready(km, kc, t0, timeout)
     except Exception as exc:
         return {"restart": None, "restart_note": f"{type(exc).__name__}: {exc}"}
-    settle(kc)
-    after = output(kc, JOB_ID).split()
-    fresh = output(kc, "print('x' in dir())").strip() == "False"
+    try:
+        settle(kc, timeout=10)
+        after = output(kc, JOB_ID, timeout=15).split()
+        fresh = output(kc, "print('x' in dir())", timeout=15).strip() == "False"
+    except Failed as exc:
+        return {"restart": None, "restart_note": f"the new kernel answered kernel_info, then not a cell ({exc})"}
     same_job = before[0] == after[0] and before[0] != "-"
     note = "ok" if fresh else "x survived the restart"
     return {"restart": took, "restart_note": note, "restart_same_job": same_job, "jobs": [before[0], after[0]]}
@@ -204,7 +214,7 @@ def restart(km: KernelManager, kc: Any, timeout: float) -> dict[str, Any]:
 def reconnect(km: KernelManager, kc: Any, kill_ssh: Callable[[], int], timeout: float) -> dict[str, Any]:
     """Every local ssh process of the kernel killed at once (a network change: the network is back at once), until
     a cell that needs the kernel's state answers. ``None`` with a note when it does not come back."""
-    execute(kc, "x = 41")
+    execute(kc, "x = 41", timeout=15)
     killed = kill_ssh()
     t0 = time.perf_counter()
     sent: set[str] = set()

@@ -50,6 +50,7 @@ class Prompts:
 def _start(name: str, env: dict[str, str], log_file: Any) -> tuple[KernelManager, Any]:
     km = KernelManager(kernel_name=name)
     km.start_kernel(env=env, stdout=log_file, stderr=log_file)
+    K.launcher_pid(km)
     kc = km.client()
     kc.start_channels()
     return km, kc

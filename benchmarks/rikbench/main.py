@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import contenders as C
-from .hosts import Cluster, ClusterDown, is_master, kill, proc_table
+from . import kernel as K
+from .hosts import Cluster, ClusterDown, alive, is_ssh, kill, proc_table
 from .runs import kernel_rounds
 from .session import Bench
 from .util import BENCH_DIR, REMOTE_PY, log
@@ -37,11 +38,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", help="comma-separated contender keys: " + ",".join(C.BY_KEY) + "," + ",".join(C.CANCEL_PROBES)
     )
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: " + ",".join(PARTS))
-    parser.add_argument("--no-life", action="store_true", help="no third kernel per contender (restart, reconnect)")
+    parser.add_argument("--no-life", action="store_true", help="no restart and reconnect kernels")
     parser.add_argument("--user", default="rik2", help="test user the remote kernels run as (default: %(default)s)")
     parser.add_argument("--start-timeout", type=float, default=90)
     parser.add_argument("--gone-timeout", type=float, default=5)
-    parser.add_argument("--reconnect-timeout", type=float, default=20)
+    parser.add_argument("--restart-timeout", type=float, default=15)
+    parser.add_argument("--reconnect-timeout", type=float, default=15)
     parser.add_argument("--out", default=str(BENCH_DIR / "results"))
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory with every launcher's log")
     args = parser.parse_args(argv)
@@ -157,12 +159,21 @@ def main(argv: list[str] | None = None) -> int:
         payload["meta"]["wall_time_s"] = round(time.monotonic() - t_start, 1)
         write(args, payload)
     finally:
-        for pid, (_, cmd) in proc_table().items():  # the ssh masters our kernels left for ControlPersist
-            if is_master(cmd) and str(bench.root) in cmd:
-                kill([pid], 15)
+        end_everything(bench)
         if not args.keep:
             shutil.rmtree(bench.root, ignore_errors=True)
     return 0
+
+
+def end_everything(bench: Bench) -> None:
+    """Launchers that outlived their kernel, then every ssh process of the run (masters kept for ControlPersist
+    included: their paths are in the run's scratch directory). Only this run's processes, by pid."""
+    kill((p for p in K.LAUNCHERS if alive(p)), 15)
+    deadline = time.monotonic() + 3
+    while any(alive(p) for p in K.LAUNCHERS) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    kill(p for p in K.LAUNCHERS if alive(p))
+    kill((pid for pid, (_, cmd) in proc_table().items() if is_ssh(cmd) and str(bench.root) in cmd), 15)
 
 
 def write(args: argparse.Namespace, payload: dict[str, Any]) -> None:

@@ -113,13 +113,13 @@ def restarts(samples: dict[str, Any], path: Path) -> None:
     for ax, name, limit in ((axes[0], "restart", 1.5), (axes[1], "reconnect", 3.0)):
         shown = [k for k in keys if name == "restart" or k not in ("local", "rik-local")]
         for i, key in enumerate(shown):
-            vals = _values(samples, key, "life", name)
+            vals = _values(samples, key, name, name)
             if vals:
                 ax.bar(i, sorted(vals)[len(vals) // 2], color=GREY if key == "local" else BLUE, alpha=0.7)
                 ax.plot([i] * len(vals), vals, "k.", ms=4)
             else:
                 ax.text(i, 0.1, "not available", rotation=90, fontsize=7, ha="center", va="bottom", color=RED)
-        floor = _values(samples, "local", "life", "restart")
+        floor = _values(samples, "local", "restart", "restart")
         if name == "restart" and floor:
             ax.axhline(limit * sorted(floor)[len(floor) // 2], color="black", ls="--", lw=1, label="target: 1.5x local")
             ax.set_title("restart_kernel to first reply (s)", fontsize=9)

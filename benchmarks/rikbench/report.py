@@ -14,7 +14,7 @@ from .contenders import BY_KEY, CANCEL_PROBES
 from .util import BENCH_DIR, DASH, fmt_num, median, pct, spread
 
 TARGETS = BENCH_DIR / "targets.toml"
-PHASES = ("cold", "warm", "life")
+PHASES = ("cold", "warm", "restart", "reconnect")
 NOTES = ("restart_note", "reconnect_note", "interrupt_note", "error")
 
 
@@ -192,12 +192,16 @@ def contenders_table(samples: dict[str, list[dict[str, Any]]]) -> list[str]:
 
         both = lambda name: vals("cold", name) + vals("warm", name)  # noqa: E731
         rtt = f"{spread(vals('cold', 'rtt', lambda v: pct(v, 50)), ms)} / {spread(vals('cold', 'rtt', lambda v: pct(v, 95)), ms)}"
-        notes = sorted({n for n in vals("life", "reconnect_note") if n and n != "ok"})
-        reconnect = (
-            spread(vals("life", "reconnect"), s2) if any(vals("life", "reconnect")) else ("; ".join(notes) or "—")
+        notes = sorted(
+            {n for n in vals("reconnect", "reconnect_note") + vals("restart", "restart_note") if n and n != "ok"}
         )
-        same = [v for v in vals("life", "restart_same_job") if v is not None]
-        restart = spread(vals("life", "restart"), s2)
+        reconnect = (
+            spread(vals("reconnect", "reconnect"), s2)
+            if any(vals("reconnect", "reconnect"))
+            else ("; ".join(notes) or "—")
+        )
+        same = [v for v in vals("restart", "restart_same_job") if v is not None]
+        restart = spread(vals("restart", "restart"), s2)
         if BY_KEY[key].scheduler and same:
             restart += " (same job)" if all(same) else " (a new job)"
         lp = [r.get("cold", {}).get("local_processes") for r in rows]
@@ -220,11 +224,12 @@ def contenders_table(samples: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 def start_paths(samples: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Medians over rounds of where each start went (process start times, 10 ms clock ticks)."""
+    """Medians over rounds of each start's timeline (process start times, 10 ms clock ticks), ms after start_kernel."""
+    cols = ("launcher", "first_child", "remote", "kernel", "tunnel", "ready")
     lines = [
-        "| contender | phase | jupyter_client → launcher runs | launcher → its first child (ssh) | → tunnel ssh starts "
-        "| tunnel → first reply (or child → first reply) | total |",
-        "| " + " | ".join(["---"] * 7) + " |",
+        "| contender | phase | launcher runs | its first child (ssh) | first remote process | kernel's Python starts "
+        "| tunnel's ssh starts | first reply |",
+        "| " + " | ".join(["---"] * 8) + " |",
     ]
     for key, rows in samples.items():
         if key in CANCEL_PROBES or key == "local":
@@ -233,17 +238,11 @@ def start_paths(samples: dict[str, list[dict[str, Any]]]) -> list[str]:
             paths = [r.get(phase, {}).get("path") or {} for r in rows]
             if not any(paths):
                 continue
-
-            def col(name: str, paths: list = paths) -> str:
+            cells = []
+            for name in cols:
                 v = median(p.get(name) for p in paths)
-                return "—" if v is None else f"{v * 1000:.0f} ms"
-
-            last = col("tunnel_to_ready") if any("tunnel_to_ready" in p for p in paths) else col("to_ready")
-            total = median(r.get(phase, {}).get("start") for r in rows)
-            lines.append(
-                f"| {BY_KEY[key].label} | {phase} | {col('spawn')} | {col('launcher')} | {col('to_tunnel')} | {last} | "
-                f"{'—' if total is None else f'{total * 1000:.0f} ms'} |"
-            )
+                cells.append("—" if v is None else f"{v * 1000:.0f}")
+            lines.append(f"| {BY_KEY[key].label} | {phase} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -255,10 +254,10 @@ def leftovers(samples: dict[str, list[dict[str, Any]]]) -> list[str]:
         counted: dict[str, int] = {}
         errors, retried = [], []
         for r in rows:
-            for p in ("cold", "warm", "life"):
+            for p in PHASES:
                 sample = r.get(p, {})
                 for item in dict.fromkeys(normalize(i) for i in sample.get("left", [])):
-                    label = item + (" (after the reconnect)" if p == "life" else "")
+                    label = item + (f" (after the {p})" if p in ("restart", "reconnect") else "")
                     counted[label] = counted.get(label, 0) + 1
                 if "error" in sample:
                     errors.append(f"round {r['round']} {p}: {sample['error']}")
@@ -338,7 +337,7 @@ def markdown(payload: dict[str, Any]) -> str:
             "",
             *leftovers(samples),
             "",
-            "## Where a start goes (process start times, to a 10 ms clock tick; medians over rounds)",
+            "## Where a start goes: ms after start_kernel (process start times, to a 10 ms tick; medians over rounds)",
             "",
             *start_paths(samples),
         ]

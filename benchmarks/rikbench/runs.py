@@ -23,7 +23,9 @@ from .util import fmt_ms, fmt_num, fmt_s, log, pct
 
 
 def phases(bench: Bench, c: Contender) -> tuple[str, ...]:
-    return ("cold", "warm", "life") if c.life and not bench.args.no_life else ("cold", "warm")
+    if not c.life or bench.args.no_life:
+        return ("cold", "warm")
+    return ("cold", "warm", "restart", "reconnect") if c.remote and c.kind == "rik" else ("cold", "warm", "restart")
 
 
 def one_kernel(bench: Bench, c: Contender, phase: str, r: int) -> dict[str, Any]:
@@ -108,14 +110,15 @@ def kernel_rounds(bench: Bench, contenders: list[Contender], probes: list[str]) 
             for phase in phases(bench, unit):
                 entry[phase] = one_kernel(bench, unit, phase, r)
             samples[unit.key].append(entry)
-            cold, warm, life = entry["cold"], entry["warm"], entry.get("life", {})
+            cold, warm = entry["cold"], entry["warm"]
+            restart, reconnect = entry.get("restart", {}), entry.get("reconnect", {})
             log(
                 f"    {unit.key:10} start {fmt_s(cold.get('start'))}/{fmt_s(warm.get('start'))} "
                 f"rtt p50 {fmt_ms(pct(cold.get('rtt'), 50))} {fmt_num(max(cold.get('mib_s') or [0]))} MiB/s "
                 f"int {fmt_ms(warm.get('interrupt'))} gone {fmt_s(cold.get('shutdown_gone'))}/"
                 f"{fmt_s(warm.get('shutdown_gone'))} queue {fmt_s(cold.get('queue_gone'))} "
-                f"restart {fmt_s(life.get('restart'))} reconnect {fmt_s(life.get('reconnect'))} "
-                f"{life.get('reconnect_note', '')} left {len(cold.get('left', [])) + len(warm.get('left', []))}"
+                f"restart {fmt_s(restart.get('restart'))} {restart.get('restart_note', '')} reconnect "
+                f"{fmt_s(reconnect.get('reconnect'))} {reconnect.get('reconnect_note', '')} left {len(cold.get('left', [])) + len(warm.get('left', []))}"
                 + "".join(
                     f" ERROR({p}) {entry[p]['error']}"
                     for p in entry
@@ -142,7 +145,8 @@ def scaling(bench: Bench, c: Contender, n: int, r: int) -> dict[str, Any]:
     for _ in range(n):
         km = KernelManager(kernel_name=c.kernel)
         began.append(time.perf_counter())
-        km.start_kernel(env=env, stdout=open(os.devnull, "wb"), stderr=open(os.devnull, "wb"))  # noqa: SIM115
+        km.start_kernel(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        K.launcher_pid(km)
         kc = km.client()
         kc.start_channels()
         kms.append((km, kc))

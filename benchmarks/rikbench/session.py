@@ -109,7 +109,7 @@ class Bench:
 
     # -- one kernel --------------------------------------------------------------------------------------------
     def session(self, c: Contender, phase: str, runtime: Path) -> dict[str, Any]:
-        """cold: round trips and throughput; warm: interrupt; life: restart, then reconnect. Every phase: footprint,
+        """cold: round trips and throughput; warm: interrupt; restart; reconnect. Every phase: footprint,
         shutdown until all gone, leftovers."""
         env = {**os.environ, **c.env}
         if c.kind == "rik":
@@ -133,8 +133,6 @@ class Bench:
     ) -> dict[str, Any]:
         t0 = time.clock_gettime(time.CLOCK_BOOTTIME)
         km, kc, result["start"] = K.start(c.kernel, env, timeout=self.args.start_timeout, log_file=log_file)
-        if c.key != "local":
-            result["path"] = start_path(K.launcher_pid(km), t0, result["start"])
         key = km.session.key.decode() if km.session.key else ""
         marker = str(runtime) if c.kind == "rik" else None
         fp = Footprint()
@@ -148,22 +146,24 @@ class Bench:
             K.settle(kc)
             K.execute(kc, "pass")
             fp.merge(world.footprint(K.launcher_pid(km), marker, jobs_in(log_path)))
+            if c.key != "local":
+                result["path"] = start_path(K.launcher_pid(km), t0, result["start"], fp.remote_pids_cmds())
             if phase == "cold":
                 result["rtt"] = K.round_trips(kc, self.args.cells)
                 result["mib_s"] = K.throughput(kc, self.args.mib, self.args.mib_samples)
             elif phase == "warm":
                 result["interrupt"], result["interrupt_note"] = K.interrupt(km, kc)
+            elif phase == "restart":
+                result.update(K.restart(km, kc, self.args.restart_timeout))
             else:
-                result.update(K.restart(km, kc, self.args.start_timeout))
-                if c.remote and c.kind == "rik" and km.is_alive():
-                    look()
+                look()
 
-                    def kill_ssh() -> int:
-                        ssh = look().local_ssh()
-                        kill(ssh)
-                        return len(ssh)
+                def kill_ssh() -> int:
+                    ssh = look().local_ssh()
+                    kill(ssh)
+                    return len(ssh)
 
-                    result.update(K.reconnect(km, kc, kill_ssh, self.args.reconnect_timeout))
+                result.update(K.reconnect(km, kc, kill_ssh, self.args.reconnect_timeout))
             if km.is_alive():
                 look()
             result.update(fp.counts())
@@ -177,7 +177,7 @@ class Bench:
             self.clear_jobs(c, log_path)
             self.cleanup(world, fp)
             raise
-        result.update(self.shutdown(c, km, kc, world, fp, key, log_path, patient=phase != "life"))
+        result.update(self.shutdown(c, km, kc, world, fp, key, log_path, patient=phase in ("cold", "warm")))
         return result
 
     def clear_jobs(self, c: Contender, log_path: Path) -> None:
