@@ -86,6 +86,9 @@ def cancel_job(
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.error("could not cancel job %s: %s", job_id, exc)
         return False
+    if result.returncode == 255 and submit is not None:  # ssh itself failed: the submit host was not reached
+        log.error("could not cancel job %s: %s", job_id, out.splitlines()[-1] if out else "no answer")
+        return False
     return True
 
 

@@ -718,8 +718,18 @@ class Launcher:
             if attached and self.control("stop"):
                 self.wait_for_end(3.5)
             self.session.close()
-        if self.where.ready or self.where.job_id:
-            self.cancel_job()
+        cancelled = self.cancel_job() if self.where.ready or self.where.job_id else False
+        ended = self.where.end_status is not None or self.session.held_exit is not None
+        if self.where.ready and not ended and not cancelled and self.session.hold_dir:
+            # The kernel could not be reached to end it (the network is down): it must not burn unseen.
+            log.warning(
+                "could not reach the kernel to end it: it ends when its window runs out; `rik ps` lists it, "
+                "`rik stop %s` ends it now",
+                self.record.name,
+            )
+            self.record.status = "detached"
+            self.save_state()
+            return
         self.record.remove()
 
     def wait_for_end(self, timeout: float) -> None:
@@ -729,9 +739,13 @@ class Launcher:
             if readable and not self.session.readable():
                 return
 
-    def cancel_job(self) -> None:
+    def cancel_job(self) -> bool:
+        """Cancel the job (once); whether it was cancelled (False: there is no job, or the cancel failed)."""
         job_id = self.where.job_id or self.where.allocation.job_id
-        if not job_id or not self.command.argv or job_id in self.cancelled:
-            return
-        self.cancelled.add(job_id)
-        cancel_job(self.plugins, self.request, self.ssh, self.submit, self.chain, job_id, self.where.node)
+        if not job_id or not self.command.argv:
+            return False
+        if job_id not in self.cancelled:
+            if not cancel_job(self.plugins, self.request, self.ssh, self.submit, self.chain, job_id, self.where.node):
+                return False
+            self.cancelled.add(job_id)
+        return True
