@@ -205,6 +205,31 @@ def test_kill_9_of_the_launcher_ends_the_job(rik, cluster, pbs, jupyter_home: Pa
     assert_nothing_left(cluster, timeout=5)
 
 
+def test_kill_9_of_the_launcher_while_the_job_waits_then_rik_gc_deletes_it(
+    rik, cluster, pbs, jupyter_home: Path
+) -> None:
+    """A waiting ``qsub -I`` whose launcher is gone keeps its job queued (PBS would run it later with no one
+    attached): ``rik ps`` shows the kernel, ``rik gc`` deletes the job and ends its client."""
+    jn = job_name()
+    never = " ".join(pbs["never_starts_args"])
+    name = pbs_kernel(rik, cluster, pbs, jn, "--remote-launch-args", never, "--grace", "3", label="PBS kill queued")
+    km = KernelManager(kernel_name=name)
+    km.start_kernel()
+    try:
+        wait_until(lambda: jobs(cluster, pbs, jn), 60, what="the job to queue")
+        [job_id] = jobs(cluster, pbs, jn)
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)
+        km.provisioner.process.wait()
+        listed = rik("ps", check=True).out
+        assert job_id in listed, listed
+        # Once its --grace window is over, `rik gc` ends it (before that it reports nothing to clean up).
+        wait_until(lambda: f"cancelled job {job_id}" in rik("gc", check=True).out, 30, interval=1, what="rik gc")
+    finally:
+        km.cleanup_resources()
+    wait_until(lambda: not jobs(cluster, pbs, jn), 15, what="the job to be deleted")
+    assert_job_left_nothing(cluster, jn, timeout=QSUB_NOTICES)
+
+
 # ------------------------------------------------------------------ waiting in the queue
 def test_a_job_waiting_for_a_busy_node_starts_when_the_node_is_free(
     rik, cluster, pbs, jupyter_home: Path, tmp_path: Path
