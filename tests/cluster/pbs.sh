@@ -84,6 +84,8 @@ build() {
     rm -rf "$src"
     [[ -x $dir/root$PBS_EXEC/sbin/pbs_server.bin ]] || die "pbs: the build installed no pbs_server.bin; see $dir/build.log"
     echo "$sha" >"$dir/done"
+    # Trees built from other archives are of no more use.
+    find "$CACHE" -mindepth 1 -maxdepth 1 -type d ! -name "$sha" -exec rm -rf {} +
     log "pbs: OpenPBS built in $((($(ms) - t0) / 1000))s"
 }
 
