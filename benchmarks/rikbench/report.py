@@ -164,7 +164,7 @@ def targets_table(summary: dict[str, Any]) -> list[str]:
     lines = ["| target | figure / floor | measured | limit | met |", "| --- | --- | --- | --- | --- |"]
     for t in summary["targets"]:
         what = f"`{t['figure']}`" + (f" / `{t['floor']}`" if t.get("floor") else "")
-        fmt = ratio if t.get("floor") else (lambda v: f"{v:g}")
+        fmt = ratio if t.get("floor") else (lambda v: f"{v:.2f}" if isinstance(v, float) else f"{v}")
         measured = spread(t["values"], fmt) if t["median"] is not None else "not available"
         if t.get("spread_seen") is not None:
             measured += f", spread {t['spread_seen']:.0%}"
