@@ -25,7 +25,8 @@ class Contender:
     kind: str  # floor | rik | ri
     hosts: tuple[str, ...] = ()  # test hosts its processes live on
     scheduler: str | None = None  # slurm | sge: the queue is checked after shutdown
-    life: bool = False  # also a kernel restarted and, for rik's remote kernels, one whose ssh processes are killed
+    extra: tuple[str, ...] = ()  # more kernels after cold and warm: "restart", "reconnect" (ssh processes killed)
+    warm: bool = True  # a second start (remote_ikernel's costs a shutdown that waits out --gone-timeout)
     kernel: str = ""  # kernelspec name, filled in by make_specs
     env: dict[str, str] = field(default_factory=dict)
 
@@ -34,18 +35,19 @@ class Contender:
         return bool(self.hosts)
 
 
+BOTH = ("restart", "reconnect")
 CONTENDERS = [
-    Contender("local", "local ipykernel (floor)", "floor", life=True),
-    Contender("rik-local", "rik local", "rik", life=True),
+    Contender("local", "local ipykernel (floor)", "floor", extra=("restart",)),
+    Contender("rik-local", "rik local", "rik"),
     Contender("raw-gw", "raw ssh → rik-gw (floor)", "floor", ("rik-gw",)),
-    Contender("rik-gw", "rik ssh → rik-gw", "rik", ("rik-gw",), life=True),
-    Contender("ri-gw", "remote_ikernel 0.4.6 ssh → rik-gw", "ri", ("rik-gw",)),
+    Contender("rik-gw", "rik ssh → rik-gw", "rik", ("rik-gw",), extra=BOTH),
+    Contender("ri-gw", "remote_ikernel 0.4.6 ssh → rik-gw", "ri", ("rik-gw",), warm=False),
     Contender("raw-chain", "raw ssh → gw → front → c1 (floor)", "floor", CHAIN),
-    Contender("rik-chain", "rik ssh → gw → front → c1", "rik", CHAIN, life=True),
+    Contender("rik-chain", "rik ssh → gw → front → c1", "rik", CHAIN, extra=("reconnect",)),
     Contender("hand-slurm", "srun by hand via gw → front (floor)", "floor", ALL_HOSTS, "slurm"),
-    Contender("rik-slurm", "rik slurm (srun via gw → front)", "rik", ALL_HOSTS, "slurm", life=True),
+    Contender("rik-slurm", "rik slurm (srun via gw → front)", "rik", ALL_HOSTS, "slurm", extra=BOTH),
     Contender("hand-sge", "qrsh by hand via gw → front (floor)", "floor", ALL_HOSTS, "sge"),
-    Contender("rik-sge", "rik sge (qlogin via gw → front)", "rik", ALL_HOSTS, "sge", life=True),
+    Contender("rik-sge", "rik sge (qlogin via gw → front)", "rik", ALL_HOSTS, "sge", extra=BOTH),
 ]
 BY_KEY = {c.key: c for c in CONTENDERS}
 # Not kernels: a job started by hand and cancelled (scancel / qdel) until it leaves the queue, the floor of a

@@ -48,10 +48,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory with every launcher's log")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 3)
-    args.cells = args.cells or (50 if args.quick else 100)
+    args.cells = args.cells or 50
     args.mib = args.mib or (2 if args.quick else 4)
     args.mib_samples = args.mib_samples or (2 if args.quick else 3)
-    args.scale = [int(n) for n in (args.scale or ("1,4" if args.quick else "1,4,8,16")).split(",")]
+    args.scale = [int(n) for n in (args.scale or ("1,4" if args.quick else "1,4,16")).split(",")]
     args.tput_blocks, args.tput_abba, args.tput_mib = (3, 1, 4) if args.quick else (5, 2, 8)
     args.scale_rounds = 1
     args.cli_runs = 8 if args.quick else 20

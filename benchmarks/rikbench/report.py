@@ -61,7 +61,7 @@ def figures(payload: dict[str, Any]) -> tuple[dict[str, list[Any]], dict[str, li
                         }
                         notes.setdefault(f"{key}.{phase}.{target.get(note, 'start')}", []).append(str(sample[note]))
             for name in ("shutdown_gone", "queue_gone"):
-                both = [entry.get(p, {}).get(name) for p in ("cold", "warm") if "error" not in entry.get(p, {})]
+                both = [entry[p].get(name) for p in ("cold", "warm") if p in entry and "error" not in entry[p]]
                 put(f"{key}.shutdown.{name}", r, median(both) if all(v is not None for v in both) else None)
     for key, rates in (payload.get("throughput") or {}).items():
         if key.endswith(".error"):

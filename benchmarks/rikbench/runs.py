@@ -23,9 +23,7 @@ from .util import fmt_ms, fmt_num, fmt_s, log, pct
 
 
 def phases(bench: Bench, c: Contender) -> tuple[str, ...]:
-    if not c.life or bench.args.no_life:
-        return ("cold", "warm")
-    return ("cold", "warm", "restart", "reconnect") if c.remote and c.kind == "rik" else ("cold", "warm", "restart")
+    return ("cold", *(("warm",) if c.warm else ()), *(() if bench.args.no_life else c.extra))
 
 
 def one_kernel(bench: Bench, c: Contender, phase: str, r: int) -> dict[str, Any]:
@@ -110,7 +108,7 @@ def kernel_rounds(bench: Bench, contenders: list[Contender], probes: list[str]) 
             for phase in phases(bench, unit):
                 entry[phase] = one_kernel(bench, unit, phase, r)
             samples[unit.key].append(entry)
-            cold, warm = entry["cold"], entry["warm"]
+            cold, warm = entry["cold"], entry.get("warm", {})
             restart, reconnect = entry.get("restart", {}), entry.get("reconnect", {})
             log(
                 f"    {unit.key:10} start {fmt_s(cold.get('start'))}/{fmt_s(warm.get('start'))} "
