@@ -98,7 +98,8 @@ def metadata(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         "gone_timeout": args.gone_timeout,
         "quick": args.quick,
         "versions": {
-            "rik": version("rik-core"),
+            "rik": version("rik-core")
+            + f" (commit {os.environ.get('RIK_BENCH_COMMIT') or first_line(['git', '-C', str(BENCH_DIR), 'rev-parse', '--short', 'HEAD'])})",
             "Python (harness, launchers)": platform.python_version(),
             "jupyter_client": version("jupyter_client"),
             "ipykernel (kernels, Debian)": first_line(
