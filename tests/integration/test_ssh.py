@@ -65,6 +65,8 @@ def test_ports_taken_by_another_user_on_every_hop_do_not_matter(rik, cluster, ju
         for b in blockers:
             b.kill()
             b.wait()
+            if b.stdout is not None:
+                b.stdout.close()
     assert_nothing_left(cluster)
 
 
