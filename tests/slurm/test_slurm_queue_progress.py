@@ -73,3 +73,27 @@ def test_a_queued_job_shows_its_wait_in_place_on_a_terminal_and_plain_lines_else
     assert b"s3cr3t-progress-key" not in shown
     plain = _launch(name, tmp_path, tty=False)
     assert b"\x1b[K" not in plain and b"job 1002 queued" in plain, plain  # the second job
+
+
+def test_a_queued_job_whose_launcher_was_killed_is_withdrawn_when_its_window_runs_out(rik_jupyter, fake_scheduler, tmp_path: Path) -> None:
+    """Nothing burns unseen: a job still waiting when its launcher is killed is not left to start with nobody there."""
+    from kernels import wait_until
+    from rik.testing import running_kernel  # noqa: F401  (the fixture's kernels live in rik_jupyter)
+
+    fake = fake_scheduler("srun", (Print(QUEUED, stderr=True), Wait(None)), cancel="scancel")
+    name = add_kernel("-i", "slurm", "-k", python_kernel_cmd(), "-n", "Killed", "--grace", "6", *fake.kernel_args())
+    spec = KernelSpecManager().get_kernel_spec(name)
+    conn = tmp_path / "kernel.json"
+    conn.write_text(json.dumps({"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5,
+                                "ip": "127.0.0.1", "transport": "tcp", "key": "k3y", "signature_scheme": "hmac-sha256"}))
+    argv = [a.replace("{connection_file}", str(conn)) for a in spec.argv]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: fake.running(), 30, what="the fake job to be queued")
+        proc.kill()
+        proc.wait(10)
+        wait_until(lambda: not fake.running(), 40, what="the queued job to be withdrawn")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

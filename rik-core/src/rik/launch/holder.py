@@ -35,7 +35,7 @@ def client_command(argv: tuple[str, ...] | list[str], *, tty: bool) -> str:
     """The shell command the holder runs for the job's client; under ``script`` when it needs a terminal."""
     command = shlex.join(argv)
     if not tty:
-        return command
+        return f"exec {command}"  # the holder's $! is then the client itself, which it may have to end
     inner = shlex.join(["/bin/sh", "-c", f"stty -echo 2>/dev/null; exec {command}"])
     return f"exec script -qfec {_q(inner)} /dev/null"
 
@@ -45,6 +45,7 @@ def _attach_lines(offset: int) -> list[str]:
         '[ -p "$rik_h/in" ] || { echo "RIK-GONE"; exit 3; }',
         # Read-write: opening never blocks, whether or not the holder is still reading.
         'exec 5<>"$rik_h/in"',
+        'echo $$ > "$rik_h/attached"',
         'echo "RIK-ATTACHED"',
         f'tail -c +{int(offset) + 1} -f "$rik_h/out" 2>/dev/null &',
         "rik_t=$!",
@@ -54,8 +55,13 @@ def _attach_lines(offset: int) -> list[str]:
     ]
 
 
-def render_make(client: str, *, tty: bool) -> str:
-    """Make the holder for the shell command ``client`` (see :func:`client_command`), then attach to it."""
+def render_make(client: str, *, tty: bool, window: float | None = None) -> str:
+    """Make the holder for the shell command ``client`` (see :func:`client_command`), then attach to it.
+
+    With ``window``: a job that has not started its kernel yet (still queued) and that no connection has been
+    attached to for that many seconds is given up: its client is ended (which withdraws the job from the queue
+    for most schedulers; ``rik gc`` cancels what is left). Once the kernel runs, the bootstrap keeps the window.
+    """
     lines = [
         "rik_hold() {",
         "umask 077",
@@ -76,8 +82,12 @@ def render_make(client: str, *, tty: bool) -> str:
         "(",
         "  trap '' HUP INT",
         '  exec 4<>"$rik_h/in"',
-        '  /bin/sh -c "$rik_client" <"$rik_h/in" >>"$rik_h/out" 2>&1 4<&-',
+        '  /bin/sh -c "$rik_client" <"$rik_h/in" >>"$rik_h/out" 2>&1 4<&- &',
+        "  rik_c=$!",
+        *_queue_window(window),
+        '  wait "$rik_c"',
         "  rik_rc=$?",
+        "  kill $rik_w 2>/dev/null",
         '  echo "RIK-HELD-EXIT $rik_rc" >>"$rik_h/out"',
         "  exec 4<&-",
         # Attached connections have a moment to pass the last lines on before the directory goes.
@@ -92,6 +102,29 @@ def render_make(client: str, *, tty: bool) -> str:
         "rik_hold",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _queue_window(window: float | None) -> list[str]:
+    """A background watch (``$rik_w``) that ends a still-queued client nobody is attached to for ``window`` s."""
+    if not window:
+        return ["  rik_w="]
+    limit = int(max(window, 6))
+    return [
+        "  (",
+        "    rik_i=0",
+        '    while kill -0 "$rik_c" 2>/dev/null; do',
+        "      sleep 2",
+        '      grep -q "^RIK-NODE" "$rik_h/out" 2>/dev/null && exit 0',
+        '      rik_a=$(cat "$rik_h/attached" 2>/dev/null)',
+        '      if [ -n "$rik_a" ] && kill -0 "$rik_a" 2>/dev/null; then rik_i=0; else rik_i=$((rik_i + 2)); fi',
+        f"      if [ $rik_i -ge {limit} ]; then",
+        '        echo "RIK-ERROR the job did not start and nobody was connected for its window; withdrawn" >>"$rik_h/out"',
+        '        kill -TERM "$rik_c" 2>/dev/null; sleep 3; kill -KILL "$rik_c" 2>/dev/null; exit 0',
+        "      fi",
+        "    done",
+        "  ) </dev/null >/dev/null 2>&1 &",
+        "  rik_w=$!",
+    ]
 
 
 def render_attach(hold_dir: str, offset: int) -> str:

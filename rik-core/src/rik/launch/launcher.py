@@ -176,7 +176,7 @@ class Launcher:
             self.session.direct(list(self.request.command))
             self.send_bootstrap()
         else:
-            self.session.make(self.client_command(), tty=self.command.tty)
+            self.session.make(self.client_command(), tty=self.command.tty, window=self.config.grace)
 
     def adopt_kernel(self) -> bool:
         """Connect to the kernel of an earlier launcher (its holder). False: there is nothing to adopt."""

@@ -46,9 +46,9 @@ class Session:
         self.direct_mode = False
 
     # -- connecting ------------------------------------------------------------------------------------------
-    def make(self, client: str, *, tty: bool) -> None:
+    def make(self, client: str, *, tty: bool, window: float | None = None) -> None:
         """Make the holder for the shell command ``client`` and attach to it."""
-        self._start(holder.render_make(client, tty=tty))
+        self._start(holder.render_make(client, tty=tty, window=window))
 
     def direct(self, argv: list[str]) -> None:
         """No holder (a kernel on this machine): ``argv`` reads the bootstrap itself, and its end is the end."""
@@ -133,6 +133,9 @@ class Session:
             marker = parse_marker(line)
             if marker is not None and marker.kind == "HELD-EXIT":
                 self.held_exit = marker.status()
+                # The job's client ended: end this connection too (its `cat` waits on our input).
+                if self.proc is not None:
+                    self.proc.close_input()
 
     def _closed(self) -> None:
         assert self.proc is not None
