@@ -178,7 +178,6 @@ def test_kernel_in_a_pbs_job_sees_its_job_and_the_limits_the_user_typed(rik, clu
     assert_job_left_nothing(cluster, jn)
 
 
-@pytest.mark.xfail(reason="restart in place not yet built", strict=False)
 def test_restart_keeps_the_job(rik, cluster, pbs, jupyter_home: Path) -> None:
     jn = job_name()
     name = pbs_kernel(rik, cluster, pbs, jn, label="PBS restart")
