@@ -114,6 +114,9 @@ class LaunchCommand:
         scheduler's output.
     :param job_id_env: the environment variable that holds the job id inside the job (``SLURM_JOB_ID``), used when
         the scheduler's output does not give it.
+    :param withdraw_input: for ``tty`` jobs, what to type into the interactive client while its job still waits to
+        make it give up at once when the kernel is shut down (PBS ``qsub -I``: Ctrl-C, then ``y`` to its question),
+        before the cancel command runs; ``None``: the cancel command alone (the client notices in its own time).
     """
 
     argv: tuple[str, ...]
@@ -121,6 +124,7 @@ class LaunchCommand:
     ready_pattern: str | None = None
     node_in_job: bool = False
     job_id_env: str | None = None
+    withdraw_input: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

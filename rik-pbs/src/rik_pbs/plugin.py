@@ -59,7 +59,16 @@ def rik_build_launch_command(request: LaunchRequest) -> LaunchCommand:
     if r.account:
         argv += ["-A", r.account]
     argv += list(request.extra_args)
-    return LaunchCommand(argv=tuple(argv), tty=True, ready_pattern=_PROMPT, node_in_job=True, job_id_env="PBS_JOBID")
+    # A waiting qsub -I checks for a deleted job only every 30 s; Ctrl-C and "y" end it at once
+    # ("Do you wish to terminate the job and exit (y|[n])?", tests/data/transcripts/pbs-23.06-qsub-I-ctrl-c-waiting.txt).
+    return LaunchCommand(
+        argv=tuple(argv),
+        tty=True,
+        ready_pattern=_PROMPT,
+        node_in_job=True,
+        job_id_env="PBS_JOBID",
+        withdraw_input="\x03y\n",
+    )
 
 
 @hookimpl

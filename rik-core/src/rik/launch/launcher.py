@@ -156,7 +156,8 @@ class Launcher:
         if self.submit is None:
             return shell
         assert self.ssh is not None
-        return self.ssh.command(self.submit, self.chain, shell)
+        # A job's submit host is a hop to its node: its master ends with the node's (see rik.ssh).
+        return self.ssh.command(self.submit, self.chain, shell, persist=not self.command.argv)
 
     def client_command(self) -> str:
         """What the holder runs: the job's client, or (plain SSH) the shell that reads the bootstrap."""
@@ -712,6 +713,10 @@ class Launcher:
         if not self.where.ready:
             # A job still queued (or starting) has no kernel to stop: cancel it first, while there is time
             # (front ends kill a launcher that does not exit within a few seconds).
+            withdraw = self.command.withdraw_input
+            if withdraw and self.command.tty and not self.bootstrap_sent and self.session.write(withdraw[:1].encode()):
+                time.sleep(0.5)  # the client asks its question, then reads the answer (earlier input is flushed)
+                self.session.write(withdraw[1:].encode())
             self.cancel_job()
         if self.session.proc is not None:
             attached = self.session.state == "attached" and self.where.end_status is None and self.bootstrap_sent
