@@ -235,7 +235,8 @@ def test_rik_s_ssh_config_is_private_checks_host_keys_and_includes_the_user_s_ow
     assert includes[:2] == [f'Include "{user_config.resolve()}"', f'Include "{transport_env}/.ssh/config"']
     # ssh keeps the first value it reads: rik's own settings come before anything included.
     assert lines.index("StrictHostKeyChecking yes") < lines.index(includes[0])
-    assert "ControlMaster no" in transport.tunnel_config_path.read_text().splitlines()
+    # The jump processes read the file: hops' masters persist briefly; a command's own host gets the full time.
+    assert "ControlPersist 3" in lines
 
 
 def test_trust_on_first_use_and_askpass_only_when_asked(transport_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,13 +264,29 @@ def test_a_remote_command_is_one_quoted_word_after_the_host_and_options_cannot_b
     target = parse_endpoint("alice@node01:2222")
     chain = (parse_endpoint("gw"), parse_endpoint("bob@login:22"))
     argv = transport.command(target, chain, ["/bin/sh", "-c", "echo $HOME; rm x"], tty=False)
+    # No master is up: the ssh command comes after rik.sshlogin, which logs in first, once per host.
+    assert argv[argv.index("-I") + 2].endswith("sshlogin.py")
+    spec = json.loads(argv[argv.index("-I") + 3])
+    assert {"-N", "-f"} <= set(spec["login"]) and spec["login"][-6:] == [
+        "-J",
+        "gw,bob@login:22",
+        "-p",
+        "2222",
+        "--",
+        "alice@node01",
+    ]
+    assert len(spec["locks"]) == 3  # one per host of the route
+    argv = argv[argv.index(transport.program) :]
     assert argv[:3] == [transport.program, "-F", str(transport.config_path)] and argv[3] == "-T"
     assert argv[argv.index("-J") + 1] == "gw,bob@login:22" and argv[argv.index("-p") + 1] == "2222"
     host_at = argv.index("--") + 1
     assert argv[host_at] == "alice@node01"  # after "--": a host can never be read as an option
     assert argv[host_at + 1 :] == [shlex.join(["/bin/sh", "-c", "echo $HOME; rm x"])]
     assert shlex.split(argv[-1]) == ["/bin/sh", "-c", "echo $HOME; rm x"]
-    assert transport.command(target, (), ["true"], tty=True)[3] == "-tt"
+    assert "-tt" in transport.command(target, (), ["true"], tty=True)
+    assert "ControlPersist=60" in argv and "ControlPersist=60" not in transport.command(
+        target, chain, [], persist=False
+    )
     with pytest.raises(UsageError):
         parse_endpoint("-oProxyCommand=evil")
 
@@ -277,10 +294,12 @@ def test_a_remote_command_is_one_quoted_word_after_the_host_and_options_cannot_b
 def test_tunnels_bind_loopback_only_and_fail_rather_than_forward_half(transport_env: Path) -> None:
     transport = SSHTransport(SSHSettings())
     argv = transport.tunnel(parse_endpoint("node01"), (), [(51001, "/tmp/rik-x/k-1"), (51002, "127.0.0.1:40000")])
+    argv = argv[argv.index(transport.program) :]
     forwards = [argv[i + 1] for i, word in enumerate(argv) if word == "-L"]
     assert forwards == ["127.0.0.1:51001:/tmp/rik-x/k-1", "127.0.0.1:51002:127.0.0.1:40000"]
     assert "ExitOnForwardFailure=yes" in argv
-    assert argv[:3] == [transport.program, "-F", str(transport.tunnel_config_path)]
+    # A client of the host's master that can never log in itself.
+    assert argv[:3] == [transport.program, "-F", str(transport.config_path)] and "ProxyCommand=false" in argv
 
 
 def test_the_runtime_directory_is_made_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

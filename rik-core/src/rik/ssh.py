@@ -4,15 +4,29 @@ rik never replaces the user's ssh setup: a small config file of rik's own settin
 ``Include``s the kernel's ``--ssh-config``, the user's ``~/.ssh/config`` and the system's ``ssh_config``, so
 ProxyJump, identities, agents, Kerberos and per-host options keep working. ``-F`` also reaches the jump hosts'
 ssh processes, which ``-o`` options would not.
+
+One login per host: every connection shares one master per host (``ControlMaster auto``). When the master of a
+command's host is not up, the command is run through :mod:`rik.sshlogin`, which makes the masters under a lock per
+host first, so kernels started at once log in once. A tunnel is a client of its host's master that never logs in
+itself: its forwards are the master's (see :meth:`SSHTransport.tunnel`).
+
+The masters of a chain close together: a master's persist time counts from the last connection that uses it, and a
+hop's master is used by the jump process of the master behind it. So the config file (read by the jump processes
+too) gives masters a short persist time (``hop_persist``), and only the host a command is for gets
+``control_persist`` on its command line: when that master ends, its jump processes end, and the hops before it
+follow within seconds instead of ``control_persist`` each.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,7 +70,8 @@ class SSHSettings:
     ssh_config: str | None = None
     host_keys: str = "strict"  # strict | accept-new
     askpass: str | None = None
-    control_persist: int = 60
+    control_persist: int = 60  # the master of the host a command is for
+    hop_persist: int = 3  # the masters of the hops before it (held by the jump processes of the masters behind)
     connect_timeout: int = 15
 
 
@@ -71,17 +86,18 @@ class SSHTransport:
         self.program = found
         self.dir = runtime_dir()
         self.config_path = self._write_config()
-        self.tunnel_config_path = self._write_config(master=False)
+        self._control_paths: dict[tuple[str, int | None], str | None] = {}
 
-    def _write_config(self, master: bool = True) -> Path:
+    def _write_config(self) -> Path:
         s = self.settings
         lines = [
             "# rik's ssh settings for its kernels; the user's own configuration is included below.",
             f"ControlPath {self.dir}/cm-%C",
-            # The job's session makes (and shares) one master per host; a tunnel only uses existing masters for
-            # its jump hops, so that none of its processes outlives it holding the kernel's old connections.
-            "ControlMaster auto" if master else "ControlMaster no",
-            f"ControlPersist {s.control_persist}",
+            "ControlMaster auto",
+            # Jump processes read this file: a hop's master ends soon after the master behind it (see above).
+            f"ControlPersist {s.hop_persist}",
+            # Masters bind the tunnels' Unix sockets: one left by a master that died must not block the next.
+            "StreamLocalBindUnlink yes",
             "ServerAliveInterval 5",
             "ServerAliveCountMax 3",
             f"ConnectTimeout {s.connect_timeout}",
@@ -129,8 +145,59 @@ class SSHTransport:
             env.setdefault("DISPLAY", ":0")
         return env
 
-    def base(self, *, tunnel: bool = False) -> list[str]:
-        return [self.program, "-F", str(self.tunnel_config_path if tunnel else self.config_path)]
+    def base(self) -> list[str]:
+        return [self.program, "-F", str(self.config_path)]
+
+    def persist(self, persist: bool = True) -> list[str]:
+        """The persist time of the master this command may make for its host (its hops' come from the file)."""
+        return ["-o", f"ControlPersist={self.settings.control_persist}"] if persist else []
+
+    def control_path(self, target: Endpoint) -> str | None:
+        """The control socket of ``target``'s master, as ssh computes it (``ssh -G``); ``None`` if unknown."""
+        key = (target.host, target.port)
+        if key not in self._control_paths:
+            path = None
+            try:
+                result = subprocess.run(
+                    [*self.base(), "-G", *self.destination(target, ())],
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+                for line in result.stdout.splitlines():
+                    name, _, value = line.partition(" ")
+                    if name == "controlpath" and value and value != "none":
+                        path = value
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            self._control_paths[key] = path
+        return self._control_paths[key]
+
+    def logged_in(
+        self, argv: list[str], target: Endpoint, chain: Sequence[Endpoint], *, persist: bool = True
+    ) -> list[str]:
+        """``argv`` as is when ``target``'s master is up; else behind :mod:`rik.sshlogin`, which makes the masters
+        of the route first, one login per host even for kernels started at once."""
+        path = self.control_path(target)
+        if path is None:
+            return argv
+        from .sshlogin import master_up
+
+        if master_up(path):
+            return argv
+        login = [*self.base(), *self.persist(persist), "-T", "-N", "-f", *self.destination(target, chain)]
+        locks = [str(self._lock(hop)) for hop in (*chain, target)]
+        spec = json.dumps({"control": path, "locks": locks, "login": login})
+        from . import sshlogin
+
+        return [sys.executable, "-I", "-S", str(Path(sshlogin.__file__)), spec, *argv]
+
+    def _lock(self, host: Endpoint) -> Path:
+        import hashlib
+
+        digest = hashlib.sha1(f"{self.config_path}\0{host.jump}".encode()).hexdigest()[:16]
+        return self.dir / f"lock-{digest}"
 
     def destination(self, target: Endpoint, chain: Sequence[Endpoint]) -> list[str]:
         args: list[str] = []
@@ -149,44 +216,44 @@ class SSHTransport:
         *,
         tty: bool = False,
         options: Sequence[str] = (),
+        persist: bool = True,
     ) -> list[str]:
-        """ssh argv that runs ``remote`` (an argv, quoted here, once) on ``target``."""
-        args = [*self.base(), "-tt" if tty else "-T", *options]
+        """ssh argv that runs ``remote`` (an argv, quoted here, once) on ``target``, riding its master (made first
+        when it is not up). ``persist=False``: the master it makes ends with the masters behind it (a job's submit
+        host, whose connection the tunnel to the job's node holds), not ``control_persist`` after the command."""
+        args = [*self.base(), "-tt" if tty else "-T", *self.persist(persist), *options]
         args += self.destination(target, chain)
         if remote:
             args.append(shlex.join(remote))
-        return args
+        return self.logged_in(args, target, chain, persist=persist)
 
     def tunnel(
-        self,
-        target: Endpoint,
-        chain: Sequence[Endpoint],
-        forwards: Sequence[tuple[int | str, str]],
-        *,
-        control: Path | None = None,
+        self, target: Endpoint, chain: Sequence[Endpoint], forwards: Sequence[tuple[int | str, str]]
     ) -> list[str]:
         """One ssh process that forwards local ports (127.0.0.1 only) to remote ``host:port`` or socket paths.
 
-        It has its own connection (not the shared master), so a tunnel can die and come back while the kernel's
-        session, and the kernel, carry on; its authentication still goes through the jump hosts' masters. With
-        ``control`` it listens on that private socket (nobody else's master), so that :meth:`forward` can add
-        forwards to this very process later; it stays in the foreground, whatever ControlPersist says.
+        It is a client of ``target``'s master (made first when it is not up) and never logs in itself: when there
+        is no master to ride it fails (``ProxyCommand=false``) instead of opening a connection of its own. The
+        master binds the forwards and carries them; they stay with the master until :meth:`cancel` (a tunnel
+        started again with the same forwards finds them there), and go with it. The process ends when the
+        master does (a dead network: the master's keepalives), which is how the launcher sees the tunnel is gone.
+
+        (A client in proxy mode, ``-O proxy``, would own its listeners, but OpenSSH's master ends when such a
+        client goes while a channel of it is still opening, taking every connection to the host with it.)
         """
-        args = [*self.base(tunnel=True), "-T", "-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes"]
-        if control is None:
-            args += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
-        else:
-            args += ["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-o", f"ControlPath={_escape(control)}"]
-        args += _forwards(forwards)
+        args = [*self.base(), "-T", "-o", "ControlMaster=no", "-o", "ProxyCommand=false"]
+        args += ["-o", "ExitOnForwardFailure=yes", *_forwards(forwards), *self.destination(target, ())]
         # A session, not -N: sshd turns TCP_NODELAY on for a connection only when a session starts, and without
         # it the kernel's small replies wait for delayed ACKs (round trips measured 43 -> 6 ms). The remote `cat`
         # reads the tunnel's standard input, which the launcher holds open: it ends with the connection.
-        return [*args, *self.destination(target, chain), "exec cat >/dev/null"]
+        return self.logged_in([*args, "exec cat >/dev/null"], target, chain)
 
-    def forward(self, control: Path, target: Endpoint, forwards: Sequence[tuple[int | str, str]]) -> list[str]:
-        """ssh argv that asks the tunnel listening on ``control`` to add local forwards; it exits at once."""
-        args = [*self.base(tunnel=True), "-o", f"ControlPath={_escape(control)}", "-O", "forward"]
-        return [*args, *_forwards(forwards), "--", target.host]
+    def forward(
+        self, target: Endpoint, forwards: Sequence[tuple[int | str, str]], *, cancel: bool = False
+    ) -> list[str]:
+        """ssh argv that asks ``target``'s master to add (or ``cancel``) local forwards; it exits at once."""
+        args = [*self.base(), "-o", "ControlMaster=no", "-O", "cancel" if cancel else "forward"]
+        return [*args, *_forwards(forwards), *self.destination(target, ())]
 
     def check_master(self, target: Endpoint, chain: Sequence[Endpoint]) -> list[str]:
         return [*self.base(), "-O", "check", *self.destination(target, chain)]
@@ -198,11 +265,6 @@ def _forwards(forwards: Sequence[tuple[int | str, str]]) -> list[str]:
     for local, remote in forwards:
         args += ["-L", f"{local}:{remote}" if isinstance(local, str) else f"127.0.0.1:{local}:{remote}"]
     return args
-
-
-def _escape(path: Path) -> str:
-    """A path for ControlPath, where ssh expands ``%`` tokens."""
-    return str(path).replace("%", "%%")
 
 
 _SSH_FAILURES: list[tuple[re.Pattern[str], str]] = [

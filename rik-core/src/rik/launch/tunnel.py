@@ -1,5 +1,9 @@
 """The tunnel: one ssh process that carries the kernel's five channels, restarted with backoff when it dies.
 
+It rides the master connection of the kernel's host (see :meth:`rik.ssh.SSHTransport.tunnel`): a tunnel that comes
+back, or the tunnel of the next kernel on that host, logs in nowhere. The master carries the forwards; the tunnel
+cancels them when it stops.
+
 Local ends are 127.0.0.1 ports (the frontend's, from its connection file), or a Unix socket in rik's private
 runtime directory for a channel the launcher relays itself (control, see :mod:`.control`). Remote ends are the
 kernel's Unix sockets (``ipc``) or loopback ports on its host (``tcp``).
@@ -38,11 +42,11 @@ class Tunnel:
         self.route = route
         self.iopub_port = iopub_port
         self.proc: Proc | None = None
+        self.forwarded: list[tuple[int | str, str]] = []  # what the master forwards for this tunnel
         self.endpoints: dict[str, str] | None = None
         self.restarts = 0
         self.next_try = 0.0
         self.rest: list[tuple[int | str, str]] = []
-        self.control = ssh.dir / f"t-{os.getpid()}"
         self.output = b""
         self.started = 0.0
         self.up: float | None = None
@@ -66,20 +70,26 @@ class Tunnel:
         often (when it does, jupyter_client waits 0.2 s and asks again).
 
         A tunnel that comes back (``staged``) forwards IOPub and the heartbeat first, and shell, control and stdin
-        only once the frontend's IOPub socket is back (:meth:`forward_rest`, through the tunnel's own control
-        socket). Otherwise a request the frontend queued meanwhile can reach the kernel before its IOPub
+        only once the frontend's IOPub socket is back (:meth:`forward_rest`, added to the master).
+        Otherwise a request the frontend queued meanwhile can reach the kernel before its IOPub
         subscription does, and the kernel's PUB socket drops everything about it (busy, output, idle): the
         frontend gets the reply but waits forever for the rest.
         """
-        self.stop()
+        if self.proc is not None:
+            self.proc.stop(1.0)
+            self.proc = None
         self.endpoints = dict(endpoints)
         target, hops = self.route()
         later = LATER if (staged or early) and self.stage else ()
         first = [(self.local[k], endpoints[k]) for k in CHANNELS if k not in later]
         self.rest = [(self.local[k], endpoints[k]) for k in later]
-        with contextlib.suppress(OSError):
-            self.control.unlink()  # left by a tunnel that was killed
-        argv = self.ssh.tunnel(target, hops, first, control=self.control if self.rest else None)
+        # Forwards the master still holds for this tunnel: the same ones are kept (the master takes them again),
+        # others are cancelled so that their ports are free.
+        stale = [forward for forward in self.forwarded if forward not in first]
+        if stale:
+            self._ask_master(stale, cancel=True)
+        argv = self.ssh.tunnel(target, hops, first)
+        self.forwarded = first
         self.proc = Proc(argv, tty=False, env=self.ssh.env(), name="tunnel")
         # Its standard input stays open: the remote session that keeps the tunnel low-latency reads it.
         self.output = b""
@@ -94,6 +104,25 @@ class Tunnel:
         if self.proc is not None:
             self.proc.stop(1.0)
             self.proc = None
+        if self.forwarded:
+            forwarded, self.forwarded = self.forwarded, []
+            self._ask_master(forwarded, cancel=True)
+
+    def _ask_master(self, forwards: list[tuple[int | str, str]], *, cancel: bool = False) -> tuple[bool, bytes]:
+        """Add (or cancel) forwards on the master of the kernel's host: a local request, answered at once."""
+        target, _ = self.route()
+        try:
+            result = subprocess.run(
+                self.ssh.forward(target, forwards, cancel=cancel),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=15,
+                env=self.ssh.env(),
+                preexec_fn=child_setup,
+            )
+            return result.returncode == 0, result.stdout + result.stderr
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, str(exc).encode()
 
     def iopub_connected(self) -> bool | None:
         """Whether a frontend is connected to the local IOPub port; ``None`` when this system cannot tell."""
@@ -116,7 +145,7 @@ class Tunnel:
         assert self.proc is not None
         now = time.monotonic()
         if self.up is None:
-            if not self.control.exists():
+            if not self.connected():
                 return  # still connecting
             self.up = now
         if self.early:
@@ -144,26 +173,24 @@ class Tunnel:
             return
         self.forward_now()
 
+    def connected(self) -> bool:
+        """Whether the tunnel listens: its first local end accepts (a socket path exists) or its port is bound."""
+        if self.proc is None or not self.endpoints:
+            return False
+        local = next((self.local[k] for k in CHANNELS if k not in LATER), None)
+        if isinstance(local, str):
+            return os.path.exists(local)
+        return local is not None and _listening(local)
+
     def forward_now(self) -> None:
         assert self.proc is not None
-        target, _ = self.route()
         rest, self.rest = self.rest, []
-        try:
-            result = subprocess.run(
-                self.ssh.forward(self.control, target, rest),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=15,
-                env=self.ssh.env(),
-                preexec_fn=child_setup,
-            )
-            failed, output = result.returncode != 0, result.stdout + result.stderr
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            failed, output = True, str(exc).encode()
-        if failed:  # e.g. a port taken meanwhile: this tunnel ends, and check() starts another one
+        ok, output = self._ask_master(rest)
+        if not ok:  # e.g. a port taken meanwhile: this tunnel ends, and check() starts another one
             self.output = (self.output + output)[-4000:]
             self.proc.popen.terminate()
         else:
+            self.forwarded += rest
             log.debug("tunnel: forwarding %s", " ".join(str(port) for port, _ in rest))
 
     def check(self, ready: bool) -> None:
@@ -201,6 +228,17 @@ class Tunnel:
         if self.endpoints is not None:
             self.restarts += 1
             self.start(self.endpoints, staged=ready, early=not ready)
+
+
+def _listening(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port`` (/proc/net/tcp; ``True`` when this system cannot tell)."""
+    mine = {f"0100007F:{port:04X}", f"7F000001:{port:04X}"}
+    try:
+        with open("/proc/net/tcp") as fh:
+            rows = [line.split() for line in fh.readlines()[1:]]
+    except OSError:
+        return True
+    return any(len(row) > 3 and row[1] in mine and row[3] == "0A" for row in rows)  # 0A: listening
 
 
 def remove_socket(path: Path | str | None) -> None:
