@@ -128,7 +128,16 @@ def output(kc: Any, code: str, timeout: float = 60) -> str:
     return "".join(text)
 
 
-JOB_ID = "import os; print(os.environ.get('SLURM_JOB_ID') or os.environ.get('JOB_ID') or '-', os.getpid())"
+# The kernel's job: from the environment, else (qlogin's login shell has no JOB_ID) from the job's process among
+# its ancestors (sge_shepherd-N, slurmstepd: [N.step]).
+JOB_ID = """import os, re
+_j, _p = os.environ.get('SLURM_JOB_ID') or os.environ.get('JOB_ID') or '-', os.getpid()
+while _j == '-' and _p > 1:
+    _c = open(f'/proc/{_p}/cmdline', 'rb').read().split(b'\\0')[0].decode(errors='replace')
+    _m = re.match(r'(?:sge_shepherd-|slurmstepd: \\[)(\\d+)', _c)
+    _j = _m.group(1) if _m else '-'
+    _p = int(open(f'/proc/{_p}/stat').read().rpartition(')')[2].split()[1])
+print(_j, os.getpid())"""
 
 
 def round_trips(kc: Any, cells: int) -> list[float]:

@@ -155,6 +155,9 @@ class Bench:
                 result["interrupt"], result["interrupt_note"] = K.interrupt(km, kc)
             elif phase == "restart":
                 result.update(K.restart(km, kc, self.args.restart_timeout))
+                logged = jobs_in(log_path)  # both launchers write to this log: a new job would show up there
+                if c.scheduler and result.get("jobs") == ["-", "-"] and logged:
+                    result["restart_same_job"], result["jobs"] = len(set(logged)) == 1, logged
             else:
                 look()
 
