@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 
 from .contenders import BY_KEY
 from .util import DASH
@@ -30,20 +31,31 @@ def _values(samples: dict[str, Any], key: str, phase: str, name: str) -> list[fl
 
 def overview(payload: dict[str, Any], path: Path) -> None:
     targets = [t for t in payload["summary"]["targets"] if t.get("floor")]
-    fig, ax = plt.subplots(figsize=(9, 0.38 * len(targets) + 1.2))
+    values = [t for t in payload["summary"]["targets"] if not t.get("floor")]
+    height = 0.38 * len(targets) + 1.4 + 0.13 * len(values)
+    fig, ax = plt.subplots(figsize=(9, height))
     for i, t in enumerate(reversed(targets)):
         if t["median"] is None:
             ax.text(0.02, i, "not available", va="center", fontsize=8, color=GREY)
             continue
         color = GREEN if t["met"] else RED
-        ax.barh(i, t["median"], color=color, alpha=0.75)
+        ax.barh(i, t["median"] - 1, left=1, color=color, alpha=0.75)  # from the floor (1x) to rik
         ax.plot([t["min"], t["max_seen"]], [i, i], color="black", lw=1)
         ax.plot([t["max"]] * 2, [i - 0.4, i + 0.4], color="black", lw=2)
     ax.set_yticks(range(len(targets)), [t["name"] for t in reversed(targets)], fontsize=8)
     ax.axvline(1.0, color=GREY, lw=0.8, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.set_xlabel(f"rik / its floor, same run (median, min{DASH}max over rounds; black tick: the target)")
     ax.set_title(f"rik against its floors — {payload['meta']['date']}", fontsize=10)
-    fig.tight_layout()
+    lines = [
+        f"{'met' if t['met'] else ('NOT met' if t['met'] is False else 'n/a')}: {t['name']}: "
+        + ("not available" if t["median"] is None else f"{t['median']:.2f}".rstrip("0").rstrip("."))
+        + f" (target ≤ {t['max']:g})"
+        for t in values
+    ]
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=7, va="bottom", family="monospace")
+    fig.tight_layout(rect=(0, (0.13 * len(values) + 0.1) / height, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
