@@ -387,6 +387,16 @@ def test_for_interface_reports_a_broken_plugin_by_name(monkeypatch) -> None:
         PluginHost.for_interface("condor").scheduler("condor")
 
 
+def test_for_interface_keeps_a_disabled_plugin_out(monkeypatch) -> None:
+    eps = installed(
+        monkeypatch, FakeEntryPoint("condor", make_plugin("condor")), FakeEntryPoint("zz", make_plugin("zz"))
+    )
+    monkeypatch.setenv("RIK_DISABLE_PLUGINS", "condor")
+    with pytest.raises(UsageError, match="plugin 'condor', which is disabled: blocked by RIK_DISABLE_PLUGINS"):
+        PluginHost.for_interface("condor").scheduler("condor")
+    assert eps[0].loads == 0
+
+
 PLUGIN_SOURCE = """
 from rik import LaunchCommand, SchedulerInfo, hookimpl
 
