@@ -355,7 +355,7 @@ def _on_this_machine(config: KernelConfig) -> bool:
     try:
         return PluginHost.for_interface(config.interface).scheduler(config.interface).on_this_machine
     except RikError:
-        return config.interface == "local" and not config.host
+        return not config.host  # its plugin is gone: a kernel without a host ran (or was submitted) here
 
 
 def _safe_dir(path: str | None) -> str | None:

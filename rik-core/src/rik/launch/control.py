@@ -14,7 +14,7 @@ What this gives:
   publish its busy/output/idle to nobody, leaving the frontend waiting forever.
 - **A request sent into a dead connection is sent again.** After the laptop wakes up, ssh still holds a
   connection that the network has lost; a request written into it never reaches the kernel. The relay keeps each
-  request until the kernel shows it got it (its ``busy`` status or its reply, both carry the request's id) and,
+  shell request (not control: an interrupt must never act twice) until the kernel shows it got it (its ``busy`` status or its reply, both carry the request's id) and,
   when the tunnel comes back, sends again those the kernel never acknowledged. (A request whose busy status was
   lost in the very instant the connection broke could run twice; a request lost for good would leave the
   notebook waiting forever, which is far more common.)
@@ -193,7 +193,9 @@ class ChannelRelay:
                     else:
                         if ch == "control_port":
                             self._note_control(frames)
-                        if ch != "stdin_port":
+                        # Only shell requests are sent again: a control request (an interrupt, a shutdown) sent
+                        # twice would act twice, on the next cell.
+                        if ch == "shell_port":
                             own, _ = _ids(frames)
                             if own:
                                 self._pending[own] = (ch, frames)

@@ -176,6 +176,7 @@ class Session:
             while self.proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
             self.proc.stop(1.0)
+            self.proc.popen.wait()  # reaped, whatever happened above
             self.proc = None
 
     def pid(self) -> int | None:

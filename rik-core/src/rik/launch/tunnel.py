@@ -75,9 +75,7 @@ class Tunnel:
         subscription does, and the kernel's PUB socket drops everything about it (busy, output, idle): the
         frontend gets the reply but waits forever for the rest.
         """
-        if self.proc is not None:
-            self.proc.stop(1.0)
-            self.proc = None
+        self._end()
         self.endpoints = dict(endpoints)
         target, hops = self.route()
         later = LATER if (staged or early) and self.stage else ()
@@ -100,10 +98,16 @@ class Tunnel:
         self.ready_at = None
         self.next_try = 0.0
 
-    def stop(self) -> None:
+    def _end(self) -> None:
+        """End the tunnel's process: its standard input closed ends its session, then its shell cancels the
+        forwards (it ignores the signals of the launcher's death, see :meth:`rik.ssh.SSHTransport.tunnel`)."""
         if self.proc is not None:
+            self.proc.close_input()
             self.proc.stop(1.0)
             self.proc = None
+
+    def stop(self) -> None:
+        self._end()
         if self.forwarded:
             forwarded, self.forwarded = self.forwarded, []
             self._ask_master(forwarded, cancel=True)
