@@ -162,9 +162,11 @@ def render(spec: Bootstrap) -> str:
     # The window: a kernel with no launcher connected (no ping) and no CPU used for `grace` seconds is ended; a
     # parked job (its kernel ended on its own) waits `park` seconds for a restart. Checked every 2 s.
     add("(")
+    # Ended by the bootstrap: its pending sleep goes too (a trapped signal interrupts `wait`), nothing lingers.
+    add("  rik_s=; trap 'kill $rik_s 2>/dev/null; exit 0' TERM")
     add("  rik_idle=0; rik_cpu=")
     add('  while [ -d "$rik_d" ]; do')
-    add("    sleep 2")
+    add("    sleep 2 & rik_s=$!; wait $rik_s")
     add('    [ -d "$rik_d" ] || break')
     add('    if [ -e "$rik_d/seen" ]; then rm -f "$rik_d/seen"; rik_idle=0; continue; fi')
     add('    rik_p=$(cat "$rik_d/pid" 2>/dev/null); rik_now=')

@@ -90,8 +90,7 @@ def render_make(client: str, *, tty: bool, window: float | None = None) -> str:
         "  kill $rik_w 2>/dev/null",
         '  echo "RIK-HELD-EXIT $rik_rc" >>"$rik_h/out"',
         "  exec 4<&-",
-        # Attached connections have a moment to pass the last lines on before the directory goes.
-        "  sleep 2",
+        # An attached `tail` keeps reading the (now unlinked) output it has open: the last lines still reach it.
         '  rm -rf "$rik_h"',
         ") </dev/null >/dev/null 2>&1 &",
         # The bootstraps' janitor removes rik-* directories whose owner is dead: the holder owns this one.
@@ -111,9 +110,9 @@ def _queue_window(window: float | None) -> list[str]:
     limit = int(max(window, 6))
     return [
         "  (",
-        "    rik_i=0",
+        "    rik_i=0; rik_s=; trap 'kill $rik_s 2>/dev/null; exit 0' TERM",
         '    while kill -0 "$rik_c" 2>/dev/null; do',
-        "      sleep 2",
+        "      sleep 2 & rik_s=$!; wait $rik_s",
         '      grep -q "^RIK-NODE" "$rik_h/out" 2>/dev/null && exit 0',
         '      rik_a=$(cat "$rik_h/attached" 2>/dev/null)',
         '      if [ -n "$rik_a" ] && kill -0 "$rik_a" 2>/dev/null; then rik_i=0; else rik_i=$((rik_i + 2)); fi',

@@ -200,6 +200,10 @@ class Launcher:
         self.record.status = "attaching"
         self.record.save()
         self.session.attach()
+        if not self.reattach and self.mode == "ipc" and self.where.endpoints:
+            # The new kernel binds the same socket paths: connect the tunnel while it starts (the relay binds the
+            # frontend's ports once it is up).
+            self.ensure_tunnel().start(self.where.endpoints, early=True)
         return True
 
     def bootstrap_script(self) -> str:
