@@ -78,9 +78,9 @@ def masters(runtime: Path) -> list[psutil.Process]:
 
 def tunnel_of(launcher_pid: int) -> psutil.Process | None:
     """The launcher's tunnel: its ssh child with local forwards."""
-    for child in psutil.Process(launcher_pid).children():
+    for child in psutil.Process(launcher_pid).children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if child.name() == "ssh" and "-L" in child.cmdline():
+            if child.name() == "ssh" and "-L" in child.cmdline() and "-O" not in child.cmdline():  # not a cancel
                 return child
     return None
 
@@ -132,7 +132,7 @@ def test_a_tunnel_killed_comes_back_without_a_login(pw_kernel: str, prompts: Pro
             wait_until(lambda old=tunnel.pid: (t := tunnel_of(pid)) is not None and t.pid != old, 30, what="a tunnel")
             assert k.run("print(x + 1)", timeout=60).strip() == "42"
         hb = int(k.km.hb_port)
-        assert listening(hb)  # the master forwards it for the tunnel...
+        wait_until(lambda: listening(hb), 10, what="the heartbeat port")  # the master forwards it for the tunnel...
     wait_until(lambda: not listening(hb), 10, what="the heartbeat port to be let go")  # ...until the kernel ends
     assert prompts.per_host() == ONE_EACH
 

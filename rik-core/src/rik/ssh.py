@@ -236,7 +236,8 @@ class SSHTransport:
         is no master to ride it fails (``ProxyCommand=false``) instead of opening a connection of its own. The
         master binds the forwards and carries them; they stay with the master until :meth:`cancel` (a tunnel
         started again with the same forwards finds them there), and go with it. The process ends when the
-        master does (a dead network: the master's keepalives), which is how the launcher sees the tunnel is gone.
+        master does (a dead network: the master's keepalives), which is how the launcher sees the tunnel is gone; a
+        shell around it then cancels its forwards, even when the launcher was killed.
 
         (A client in proxy mode, ``-O proxy``, would own its listeners, but OpenSSH's master ends when such a
         client goes while a channel of it is still opening, taking every connection to the host with it.)
@@ -246,7 +247,12 @@ class SSHTransport:
         # A session, not -N: sshd turns TCP_NODELAY on for a connection only when a session starts, and without
         # it the kernel's small replies wait for delayed ACKs (round trips measured 43 -> 6 ms). The remote `cat`
         # reads the tunnel's standard input, which the launcher holds open: it ends with the connection.
-        return self.logged_in([*args, "exec cat >/dev/null"], target, chain)
+        argv = self.logged_in([*args, "exec cat >/dev/null"], target, chain)
+        # Its forwards go with it even when the launcher is killed: a shell that outlives the launcher's signals
+        # cancels them once ssh has ended (its standard input, the launcher's pipe, closed).
+        cancel = shlex.join(self.forward(target, forwards, cancel=True))
+        script = f"trap '' HUP INT TERM; \"$@\"; s=$?; {cancel} >/dev/null 2>&1; exit $s"
+        return ["/bin/sh", "-c", script, "rik-tunnel", *argv]
 
     def forward(
         self, target: Endpoint, forwards: Sequence[tuple[int | str, str]], *, cancel: bool = False
