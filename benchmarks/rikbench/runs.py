@@ -8,7 +8,6 @@ import contextlib
 import os
 import queue
 import subprocess
-import threading
 import time
 import uuid
 from typing import Any
@@ -190,11 +189,15 @@ def scaling(bench: Bench, c: Contender, n: int, r: int) -> dict[str, Any]:
         **{p: cmd for procs in fp.remote.values() for p, cmd in procs.items() if not cmd.startswith("sshd:")},
     }
     t1 = time.perf_counter()
-    threads = [threading.Thread(target=K.stop_nicely, args=pair) for pair in kms]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    # All asked at once (no threads: jupyter_client's synchronous calls share one event loop), then each waited for.
+    for km, kc in kms:
+        kc.stop_channels()
+        with contextlib.suppress(Exception):
+            km.request_shutdown()
+    for km, _ in kms:
+        with contextlib.suppress(Exception):
+            km.finish_shutdown(waittime=5)
+            km.cleanup_resources()
     while any(alive(p) for p in watch) and time.perf_counter() - t1 < bench.args.gone_timeout:
         time.sleep(0.01)
     result["shutdown_gone"] = None if any(alive(p) for p in watch) else time.perf_counter() - t1

@@ -17,7 +17,7 @@ from jupyter_client.manager import KernelManager
 
 from . import kernel as K
 from .contenders import Contender
-from .hosts import Cluster, Footprint, World, alive, jobs_in, kill, start_path, status_kib
+from .hosts import Cluster, Footprint, World, alive, is_ssh, jobs_in, kill, proc_table, start_path, status_kib
 
 IPYKERNEL_STATE = (".ipython", ".local", ".cache", ".config", ".jupyter")
 
@@ -161,8 +161,10 @@ class Bench:
             else:
                 look()
 
-                def kill_ssh() -> int:
-                    ssh = look().local_ssh()
+                def kill_ssh() -> int:  # the kernel's ssh processes and every master of its runtime directory
+                    ssh = look().local_ssh() | {
+                        p for p, (_, cmd) in proc_table().items() if is_ssh(cmd) and marker and marker in cmd
+                    }
                     kill(ssh)
                     return len(ssh)
 
