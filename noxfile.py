@@ -48,10 +48,20 @@ def tests(session: nox.Session) -> None:
     _pytest(session, "tests")
     # Then each distribution on its own: rik-core alone, each plugin with rik-core alone (no plugin secretly needs
     # another), and the example third-party plugin (the public API suffices). Their own posargs: all their tests.
-    session.notify("tests-core", posargs=[])
-    for plugin in PLUGINS:
-        session.notify(f"tests-plugin(plugin='{plugin}')", posargs=[])
+    session.notify("tests-alone", posargs=[])
     session.notify("example-plugin", posargs=[])
+
+
+@nox.session(name="tests-alone")
+def tests_alone(session: nox.Session) -> None:
+    """rik-core alone, then each plugin with rik-core alone, in one environment (a plugin is uninstalled before the
+    next one is installed): what `tests-core` and every `tests-plugin` prove, without five more environments."""
+    session.install("./rik-core", *TEST_DEPS)
+    _pytest(session, "tests/core")
+    for plugin in PLUGINS:
+        session.install(f"./rik-{plugin}")
+        _pytest(session, f"tests/{plugin}")
+        session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", f"rik-{plugin}")
 
 
 @nox.session(name="tests-core")
