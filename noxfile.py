@@ -45,7 +45,7 @@ def tests(session: nox.Session) -> None:
     if os.geteuid() == 0:
         session.run(str(ROOT / "tests" / "frontends" / "install-browser"), external=True)
     session.install(*DISTS, *TEST_DEPS, *FRONTEND_DEPS)
-    _pytest(session, "tests")
+    _pytest(session, "--durations=25", "tests")  # the slowest tests listed: the whole run has a time budget
     # Then each distribution on its own: rik-core alone, each plugin with rik-core alone (no plugin secretly needs
     # another), and the example third-party plugin (the public API suffices). Their own posargs: all their tests.
     session.notify("tests-alone", posargs=[])
