@@ -105,6 +105,7 @@ def scaling(rows: list[dict[str, Any]], path: Path) -> None:
             axes[1].plot(n, conns, "o-", color=color, label=label)
         axes[2].plot(n, [r["local_rss_mib"] + r["remote_rss_mib"] for r in mine], "o-", color=color, label=label)
     axes[1].axhline(1, color="black", lw=1, ls="--", label="target: 1")
+    axes[1].set_ylim(0, max(4, axes[1].get_ylim()[1] + 1))
     for ax, title in zip(
         axes,
         ("start time of each kernel (s)", "ssh connections, busiest host", "RSS, local + remote (MiB)"),
@@ -113,6 +114,8 @@ def scaling(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("kernels started at once")
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
