@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import json
 import os
+import struct
 import threading
 import time
 from collections import deque
@@ -59,6 +60,13 @@ def _ids(frames: list[bytes]) -> tuple[str | None, str | None]:
     own = header.get("msg_id") if isinstance(header, dict) else None
     par = parent.get("msg_id") if isinstance(parent, dict) else None
     return (own if isinstance(own, str) else None), (par if isinstance(par, str) else None)
+
+
+def _monitor_event(frames: list[bytes]) -> dict[str, Any]:
+    """A ZeroMQ socket-monitor message: the event number (16 bits) and its value (32 bits), then the endpoint.
+    (zmq.utils.monitor would do the same, but imports asyncio and ssl on the launcher's start path.)"""
+    event, value = struct.unpack("=HI", frames[0][:6])
+    return {"event": event, "value": value, "endpoint": frames[1] if len(frames) > 1 else b""}
 
 
 def inner_paths(directory: Path) -> dict[str, Path]:
@@ -156,7 +164,6 @@ class ChannelRelay:
 
     def _run(self) -> None:
         import zmq
-        from zmq.utils.monitor import recv_monitor_message
 
         poller = zmq.Poller()
         owner: dict[Any, tuple[str, str]] = {}
@@ -171,7 +178,7 @@ class ChannelRelay:
             while not self._stop.is_set():
                 events = dict(poller.poll(20 if self._held else 200))
                 if self._monitor in events:
-                    self._on_monitor(recv_monitor_message(self._monitor))
+                    self._on_monitor(_monitor_event(self._monitor.recv_multipart()))
                 if self._ready_at is not None and time.monotonic() >= self._ready_at:
                     self._ready_at = None
                     self.subscribed = True

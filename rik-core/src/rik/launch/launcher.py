@@ -165,8 +165,10 @@ class Launcher:
         return holder.client_command(argv, tty=self.command.tty)
 
     def start(self) -> None:
-        if self.adopt is not None and self.adopt_kernel():
-            return
+        if self.adopt is not None:
+            self.plan_relay()
+            if self.adopt_kernel():
+                return
         where = f" on {self.submit}" if self.submit else ""
         via = f" via {' '.join(str(h) for h in self.chain)}" if self.chain else ""
         what = "kernel" if not self.command.argv else f"{self.scheduler.label} job"
@@ -178,6 +180,7 @@ class Launcher:
             self.send_bootstrap()
         else:
             self.session.make(self.client_command(), tty=self.command.tty, window=self.config.grace)
+            self.plan_relay()  # after the session's ssh has started: zmq's import is not on its path
 
     def adopt_kernel(self) -> bool:
         """Connect to the kernel of an earlier launcher (its holder). False: there is nothing to adopt."""
@@ -431,7 +434,6 @@ class Launcher:
     def run(self) -> int:
         wake = self.install_signals()
         try:
-            self.plan_relay()
             self.start()
             return self.loop(wake)
         except RikError as exc:
