@@ -332,6 +332,7 @@ def test_the_notebook_gets_its_kernel_back_after_the_jupyter_server_is_killed(ri
         km.provisioner.process.wait(10)
     finally:
         kc.stop_channels()
+        km.cleanup_resources()  # this manager's sockets and context (the kernel itself lives on, detached)
     row = next(r for r in _ps(rik).values() if r["notebook"] == env["JPY_SESSION_NAME"])
     assert row["status"] == "detached"
     # A new server: a new kernel manager, new ports and key, the same notebook.
