@@ -566,7 +566,7 @@ class Launcher:
             if tunnel is not None and (tunnel.proc is None or tunnel.started < self.lost_since):
                 tunnel.restart_now(self.where.ready)
             self.lost_since = float("inf")
-        if self.where.ready and now - self.last_ping >= PING_SECONDS:  # (a queued job reads no input yet)
+        if now - self.last_ping >= PING_SECONDS:
             self.last_ping = now
             self.control("ping")
             if time.time() - (self.record.last_contact or 0) >= CONTACT_SAVE_SECONDS:
