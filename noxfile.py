@@ -18,7 +18,8 @@ ROOT = Path(__file__).parent
 PLUGINS = ["ssh", "slurm", "sge", "pbs", "lsf"]
 DISTS = ["./rik-core"] + [f"./rik-{p}" for p in PLUGINS]
 # hatchling: tests/core/test_packaging.py builds the wheels it installs into a fresh environment
-TEST_DEPS = ["pytest>=7", "psutil>=5.9", "ipykernel>=6", "jupyter_client>=7.4", "hatchling>=1.27"]
+# pytest-timeout: a test that hangs fails on its own (see _pytest), the rest of the run goes on
+TEST_DEPS = ["pytest>=7", "pytest-timeout>=2.2", "psutil>=5.9", "ipykernel>=6", "jupyter_client>=7.4", "hatchling>=1.27"]
 # tests/frontends: the real front ends (Playwright drives Debian's chromium: tests/frontends/install-browser)
 FRONTEND_DEPS = ["jupyter_server>=2", "jupyterlab>=4", "nbclient>=0.7", "nbformat>=5", "playwright>=1.40"]
 
@@ -34,8 +35,16 @@ def _bring_up_cluster(session: nox.Session) -> None:
     session.run(str(ROOT / "tests" / "cluster" / "up"), external=True)
 
 
+#: A hung test fails alone, with every thread's stack, instead of taking the whole run's time budget. The slowest
+#: real tests (a PBS walltime, queued jobs) take about two minutes.
+TEST_TIMEOUT = "400"
+
+
 def _pytest(session: nox.Session, *paths: str) -> None:
-    session.run("python", "-m", "pytest", *(session.posargs or paths), env={"PYTHONDONTWRITEBYTECODE": "1"})
+    session.run(
+        "python", "-m", "pytest", f"--timeout={TEST_TIMEOUT}", *(session.posargs or paths),
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
 
 
 @nox.session

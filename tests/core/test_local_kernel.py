@@ -92,3 +92,16 @@ def test_a_kernel_command_that_fails_is_reported_quickly_with_its_output(rik, ju
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "No module named 'nosuchmodule'" in proc.stderr
+
+
+def test_a_kernel_command_that_ends_at_once_does_not_leave_the_launcher_waiting(rik, jupyter_home: Path, tmp_path: Path) -> None:
+    # Ends before anything could call it started: the launcher must still end, with the command's own words.
+    rik("manage", "--add", "-n", "Gone", "-k", "/bin/sh -c 'echo no kernel here; exit 3' {connection_file}", check=True)
+    spec = json.loads((jupyter_home / "data" / "kernels" / "rik_local_gone" / "kernel.json").read_text())
+    conn = tmp_path / "conn.json"
+    conn.write_text(json.dumps({"key": "5f0e" * 8, "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5, "ip": "127.0.0.1", "transport": "tcp"}))
+    argv = [str(conn) if a == "{connection_file}" else a for a in spec["argv"]]
+    for _ in range(5):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode != 0, proc.stderr
+        assert "no kernel here" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

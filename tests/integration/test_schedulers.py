@@ -122,6 +122,23 @@ def test_an_unknown_partition_fails_fast_with_slurms_own_message(rik, cluster, j
     assert len(errors) == 1 and "invalid partition" in errors[0].lower(), result.stderr
 
 
+def test_a_kernel_command_that_fails_ends_the_launcher_and_the_job_with_its_words(
+    rik, cluster, jupyter_home: Path, tmp_path: Path
+) -> None:
+    # The kernel dies before it binds anything: no READY ever comes. The launcher must not wait for it (the job
+    # would otherwise sit parked, pinged for ever), and the job must go.
+    name = add_kernel(rik, cluster, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", "-n", "Dies",
+                      kernel_cmd="/usr/bin/python3 -c 'import nosuchmodule' {connection_file}")
+    result = _launch(jupyter_home, name, tmp_path)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "exited with status 1 before it was ready" in line]
+    assert len(errors) == 1 and "nosuchmodule" in errors[0], result.stderr
+    assert "Traceback (most recent call last)" not in result.stderr.replace(errors[0], "")
+    wait_until(lambda: not cluster.run("rik-front", ["squeue", "-h", "-u", "rik"], user="rik").stdout.strip(), 20,
+               what="the job to end")
+    assert_nothing_left(cluster, hosts=COMPUTE)
+
+
 def test_a_missing_scheduler_command_says_so(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
     name = add_kernel(rik, cluster, "-i", "lsf", "-x", "rik-front", "-t", "rik-gw", "-n", "NoLsf")
     result = _launch(jupyter_home, name, tmp_path)

@@ -191,6 +191,16 @@ def test_an_unknown_host_key_fails_fast_naming_the_host(rik, cluster, jupyter_ho
     assert_nothing_left(cluster)
 
 
+def test_a_kernel_command_that_fails_is_reported_with_its_words(rik, cluster, jupyter_home: Path, tmp_path: Path) -> None:
+    name = add_kernel(rik, cluster, "-i", "ssh", "-x", "rik-c1", *CHAIN, "-n", "Dies",
+                      kernel_cmd="/usr/bin/python3 -c 'import nosuchmodule' {connection_file}")
+    result = _launch_directly(_spec_argv(jupyter_home, name), tmp_path)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "exited with status 1 before it was ready" in line]
+    assert len(errors) == 1 and "No module named 'nosuchmodule'" in errors[0], result.stderr
+    assert_nothing_left(cluster)
+
+
 def test_a_killed_tunnel_comes_back_and_the_kernel_keeps_its_state(rik, cluster, jupyter_home: Path) -> None:
     name = add_kernel(rik, cluster, "-i", "ssh", "-x", "rik-c1", *CHAIN, "-n", "Tunnel")
     with started(name) as k:

@@ -96,6 +96,8 @@ class Launcher:
         self.adopt = adopt
         self.reattach = reattach
         self.restart_sent = False
+        self.new_kernel_seen = adopt is None  # a restart in place: the old kernel's EXIT (if any) is not ours
+        self.start_failed: int | None = None
         self.tty_progress = os.isatty(2)
         self.progress_at = 0.0
         self.reattached = False
@@ -326,6 +328,8 @@ class Launcher:
         elif kind == "RETRY":
             log.info("retrying the kernel start: %s", rest)
         elif kind == "RESTART":
+            self.new_kernel_seen = True
+            self.where.kernel_exit = None  # the old kernel's
             log.info("starting a new kernel in the same job")
         elif kind == "EXIT":
             self.where.kernel_exit = m.status() if m.status() is not None else 0
@@ -339,7 +343,6 @@ class Launcher:
             endpoints = self.ipc_endpoints(words[1])
         elif kind == "tcp":
             endpoints = {k: f"127.0.0.1:{p}" for k, p in zip(CHANNELS, words[1:], strict=False)}
-        self.where.kernel_exit = None
         early = self.tunnel is not None and self.tunnel.proc is not None and endpoints == self.tunnel.endpoints
         self.where.endpoints = endpoints
         self.where.ready = True
@@ -500,7 +503,16 @@ class Launcher:
                 status = self.kernel_exited()
                 if status is not None:
                     return status
+            if self.where.kernel_exit is not None and not self.where.ready and self.start_failed is None:
+                if self.new_kernel_seen and not self.reattach:
+                    self.start_failed = self.where.kernel_exit
+                    self.stopping = True
+                    if not self.control("stop"):
+                        return self.finished()
+                    stop_deadline = now + 4.0
             if stop_deadline is not None and now > stop_deadline:
+                if self.start_failed is not None:
+                    return self.finished()
                 log.warning("the kernel did not stop in time; ending its session")
                 return 143
             if (
@@ -662,6 +674,12 @@ class Launcher:
         self.outcome = "shutdown"
         if self.where.error and not self.where.ready:
             raise LaunchError(self.where.error)
+        if self.start_failed is not None:
+            # The kernel's command ended before its sockets were bound: its own words say why.
+            last = "; ".join(t.strip() for t in self.tail[-3:] if t.strip())
+            raise LaunchError(
+                f"the kernel exited with status {self.start_failed} before it was ready{': ' + last if last else ''}"
+            )
         if not self.where.ready and self.where.end_status is None and not self.stopping:
             text = "\n".join(
                 [*self.tail, *self.session.tail, self.output.strip().splitlines()[-1] if self.output.strip() else ""]
