@@ -503,13 +503,13 @@ class Launcher:
                 status = self.kernel_exited()
                 if status is not None:
                     return status
-            if self.where.kernel_exit is not None and not self.where.ready and self.start_failed is None:
-                if self.new_kernel_seen and not self.reattach:
-                    self.start_failed = self.where.kernel_exit
-                    self.stopping = True
-                    if not self.control("stop"):
-                        return self.finished()
-                    stop_deadline = now + 4.0
+            failed = self.where.kernel_exit is not None and not self.where.ready and self.start_failed is None
+            if failed and self.new_kernel_seen and not self.reattach:
+                self.start_failed = self.where.kernel_exit
+                self.stopping = True
+                if not self.control("stop"):
+                    return self.finished()
+                stop_deadline = now + 4.0
             if stop_deadline is not None and now > stop_deadline:
                 if self.start_failed is not None:
                     return self.finished()
