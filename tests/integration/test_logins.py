@@ -152,3 +152,14 @@ def test_the_masters_of_the_chain_close_together(pw_kernel: str, prompts: Prompt
     assert node.returncode == 0, node.stderr
     wait_until(lambda: not masters(runtime), 15, what="every master of the chain to close")
     assert prompts.per_host() == ONE_EACH
+
+
+def test_rik_doctor_logs_in_once_per_host_and_leaves_no_connection(rik, pw_kernel: str, prompts: Prompts) -> None:
+    """Every check on a hop (login, forwarding, the kernel's program, its shell...) rides one connection of doctor's
+    own to that hop: one prompt per host, and the connections end with doctor."""
+    runtime = Path(os.environ["RIK_RUNTIME_DIR"])
+    result = rik("doctor", pw_kernel)
+    assert result.code == 0 and "no problems found" in result.out, result.out
+    assert prompts.per_host() == ONE_EACH
+    left = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "ssh" and str(runtime) in " ".join(p.info["cmdline"] or ())]
+    assert not left, [" ".join(p.info["cmdline"]) for p in left]

@@ -63,10 +63,11 @@ class Doctor:
         workdir = Path(tempfile.mkdtemp(prefix="d-", dir=transport.dir))
         try:
             remote = Remote(transport, workdir)
-            if chain_checks(report, config, command, remote, hops, transport):
-                assert submit is not None
-                with remote.session(submit, chain):
+            try:
+                if chain_checks(report, config, command, remote, hops, transport):
                     target_checks(report, self.plugins, config, scheduler, command, cancel, remote, chain)
+            finally:
+                remote.close()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return report

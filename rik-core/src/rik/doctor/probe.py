@@ -1,7 +1,7 @@
-"""Running doctor's probes: here, or on a host through fresh ssh connections with the kernel's settings.
+"""Running doctor's probes: here, or on a host through doctor's own ssh connections with the kernel's settings.
 
-Every connection is a fresh one that does not touch the masters running kernels share (so it sees the hosts' sshd
-configuration as it is now); each probe has a short time limit. rik's own ssh settings (the file that
+Doctor logs in once per host, with masters of its own made fresh for each run, never the masters running kernels
+share (so it sees the hosts' sshd configuration as it is now); each probe has a short time limit. rik's own ssh settings (the file that
 ``SSHTransport`` writes, with the kernel's ``--ssh-config``, ``~/.ssh/config`` and askpass) are used through ``-F``.
 """
 
@@ -16,8 +16,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,10 @@ def kill_group(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
 
 
 class Remote:
-    """Fresh ssh connections with the kernel's settings, never the masters that running kernels share."""
+    """Doctor's own connections, one login per host: a master per hop, made fresh for this run (never the masters
+    that running kernels share: doctor checks what a *new* connection gets, and sshd's refusals are told only to
+    the connection that asked). Hop ``i`` is reached through hop ``i-1``'s master (``-W``), and every check on a
+    hop rides its master, so a site that asks for a code at each login asks once per host."""
 
     def __init__(self, transport: SSHTransport, workdir: Path) -> None:
         self.transport = transport
@@ -126,26 +129,93 @@ class Remote:
         self.config = workdir / "ssh.conf"
         # ssh keeps the first value it reads for an option: these come before the kernel's own settings.
         self.config.write_text(
-            "# rik doctor: fresh connections and short time limits, then the kernel's ssh settings.\n"
+            "# rik doctor: its own connections and short time limits, then the kernel's ssh settings.\n"
             "ControlMaster no\nControlPath none\n"
             f"ConnectTimeout {CONNECT_TIMEOUT}\n"
             f'Include "{transport.config_path}"\n'
         )
         self.env = transport.env()
-        self.master: subprocess.Popen[Any] | None = None
-        self.master_path = workdir / "m"
+        self.masters: list[subprocess.Popen[Any]] = []
 
     def base(self) -> list[str]:
         return [self.transport.program, "-F", str(self.config)]
 
+    def _path(self, i: int) -> Path:
+        return self.dir / f"m{i}"
+
+    def _log(self, i: int) -> Path:
+        return self.dir / f"m{i}.log"
+
+    def _ride(self, i: int) -> list[str]:
+        """Options of a client of hop ``i``'s master: it never logs in on its own."""
+        return ["-o", "ControlMaster=no", "-o", f"ControlPath={self._path(i)}", "-o", "ProxyCommand=false"]
+
+    def _to(self, host: Endpoint, before: Sequence[Endpoint]) -> list[str]:
+        """ssh options and destination for ``host``, reached through the master of the hop before it."""
+        if not before:
+            return self.transport.destination(host, ())
+        i = len(before)
+        hop = [*self.base(), *self._ride(i - 1), "-W", "%h:%p", *self.transport.destination(before[-1], ())]
+        return ["-o", f"ProxyCommand={shlex.join(hop)}", *self.transport.destination(host, ())]
+
+    def _heard(self, i: int, since: int) -> str:
+        """What hop ``i``'s master wrote since ``since`` bytes: sshd's answers to its clients' channels."""
+        with suppress(OSError), open(self._log(i), "rb") as fh:
+            fh.seek(since)
+            return fh.read().decode(errors="replace")
+        return ""
+
+    def _size(self, i: int) -> int:
+        with suppress(OSError):
+            return self._log(i).stat().st_size
+        return 0
+
     def login(self, host: Endpoint, before: Sequence[Endpoint]) -> Done:
-        argv = [*self.base(), "-T", *self.transport.destination(host, before), "true"]
-        return run(argv, env=self.env, timeout=CHECK_TIMEOUT)
+        """Log in to ``host`` once (its master), then run ``true`` through it."""
+        i = len(before)
+        path = self._path(i)
+        argv = [
+            *self.base(),
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            f"ControlPath={path}",
+            "-o",
+            "ControlPersist=no",
+            "-o",
+            "LogLevel=INFO",
+            "-N",
+            "-T",
+            *self._to(host, before),
+        ]
+        with open(self._log(i), "wb") as log:
+            try:
+                master = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env, start_new_session=True
+                )
+            except OSError as exc:
+                return Done(127, f"{argv[0]}: {exc.strerror or exc}")
+        self.masters.append(master)
+        deadline = time.monotonic() + CHECK_TIMEOUT
+        while not path.exists() and master.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not path.exists():
+            timed_out = master.poll() is None
+            if timed_out:
+                kill_group(master)
+            master.wait()
+            return Done(-1 if timed_out else master.returncode, self._heard(i, 0), timed_out=timed_out)
+        return run(
+            [*self.base(), *self._ride(i), "-T", *self._to(host, before), "true"], env=self.env, timeout=CHECK_TIMEOUT
+        )
 
     def tcp_forwarding(self, host: Endpoint, before: Sequence[Endpoint]) -> Done:
         """What ``ssh -J`` asks every jump host for: a TCP connection onwards (here to a closed local port)."""
-        argv = [*self.base(), "-o", "LogLevel=INFO", "-W", "127.0.0.1:1", *self.transport.destination(host, before)]
-        return run(argv, env=self.env, timeout=CHECK_TIMEOUT)
+        i = len(before)
+        since = self._size(i)
+        argv = [*self.base(), *self._ride(i), "-o", "LogLevel=INFO", "-W", "127.0.0.1:1", *self._to(host, before)]
+        done = run(argv, env=self.env, timeout=CHECK_TIMEOUT)
+        return Done(done.code, done.out + self._heard(i, since), done.timed_out)
 
     def unix_forwarding(self, host: Endpoint, before: Sequence[Endpoint], python: str, precmd: str | None) -> str:
         """What the tunnel asks the kernel's host for: a local socket forwarded to a remote Unix socket.
@@ -154,6 +224,8 @@ class Remote:
         must exist: the kernel's Python listens on a socket in a new private directory for the time of the test,
         in the session of the very connection that forwards to it. Returns allowed, prohibited, or what happened.
         """
+        i = len(before)
+        since = self._size(i)
         local = self.dir / "u"
         with suppress(OSError):
             local.unlink()
@@ -162,12 +234,13 @@ class Remote:
         listener = [python, "-c", f"import base64; exec(base64.b64decode('{code}'))", remote]
         argv = [
             *self.base(),
+            *self._ride(i),
             "-o",
             "LogLevel=INFO",
             "-T",
             "-L",
             f"{local}:{remote}/s",
-            *self.transport.destination(host, before),
+            *self._to(host, before),
             "/bin/sh -s",
         ]
         proc = subprocess.Popen(
@@ -196,7 +269,7 @@ class Remote:
                         break
                     output += chunk
             while b"RIK-DOCTOR-LISTEN" in output and not local.exists() and time.monotonic() < deadline:
-                time.sleep(0.02)  # the forward is set up once ssh has logged in
+                time.sleep(0.02)  # the forward is set up once the master has it
             if b"RIK-DOCTOR-LISTEN" in output and local.exists():
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                     probe.settimeout(5)
@@ -214,7 +287,18 @@ class Remote:
             except subprocess.TimeoutExpired:
                 kill_group(proc)
                 _, err = proc.communicate()
-        errors = (err or b"").decode(errors="replace")
+            # The forward was the master's: it goes with this check.
+            cancel = [
+                *self.base(),
+                *self._ride(i),
+                "-O",
+                "cancel",
+                "-L",
+                f"{local}:{remote}/s",
+                *self._to(host, before),
+            ]
+            run(cancel, env=self.env, timeout=CHECK_TIMEOUT)
+        errors = (err or b"").decode(errors="replace") + self._heard(i, since)
         if answer == _LISTENER_ANSWER:
             return "allowed"
         if b"RIK-DOCTOR-LISTEN" not in output:
@@ -224,47 +308,20 @@ class Remote:
             return "prohibited"
         return f"no answer ({Done(1, errors).last_line()})"
 
-    @contextmanager
-    def session(self, host: Endpoint, before: Sequence[Endpoint]) -> Iterator[None]:
-        """One master connection for the commands of the checks on ``host`` (falls back to a connection each)."""
-        argv = [
-            *self.base(),
-            "-o",
-            "ControlMaster=yes",
-            "-o",
-            "ControlPersist=no",
-            "-o",
-            f"ControlPath={self.master_path}",
-            "-N",
-            "-T",
-            *self.transport.destination(host, before),
-        ]
-        self.master = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=self.env,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + CHECK_TIMEOUT
-        while not self.master_path.exists() and self.master.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        try:
-            yield
-        finally:
-            kill_group(self.master, signal.SIGTERM)
+    def close(self) -> None:
+        """End doctor's masters, the last hop's first (each rides the one before it)."""
+        for master in reversed(self.masters):
+            kill_group(master, signal.SIGTERM)
             try:
-                self.master.wait(timeout=5)
+                master.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                kill_group(self.master)
-                self.master.wait()
-            self.master = None
+                kill_group(master)
+                master.wait()
+        self.masters = []
 
     def script(self, host: Endpoint, before: Sequence[Endpoint], text: str, timeout: float) -> Done:
         """Run a POSIX sh script on ``host``, sent on standard input (as rik sends its bootstrap)."""
-        options = ["-o", f"ControlPath={self.master_path}"] if self.master_path.exists() else []
-        argv = [*self.base(), *options, "-T", *self.transport.destination(host, before), "/bin/sh -s"]
+        argv = [*self.base(), *self._ride(len(before)), "-T", *self._to(host, before), "/bin/sh -s"]
         return run(argv, env=self.env, timeout=timeout, stdin=text)
 
 

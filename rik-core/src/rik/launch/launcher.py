@@ -580,7 +580,11 @@ class Launcher:
             self.lost_since = float("inf")
         if now - self.last_ping >= PING_SECONDS:
             self.last_ping = now
-            self.control("ping")
+            # Pings are for the bootstrap's window, read once the job runs: a job still queued reads no input, and
+            # hours of pings would fill its client's. The record's last contact counts from the start, so `rik gc`
+            # can still tell when a queued job's window is over.
+            if self.allocated:
+                self.control("ping")
             if time.time() - (self.record.last_contact or 0) >= CONTACT_SAVE_SECONDS:
                 self.record.last_contact = time.time()
                 self.save_state()
