@@ -4,13 +4,14 @@ Nothing of rik is installed on the remote side: this script is all there is. It
 
 1. makes a private directory (0700) and writes the kernel's connection file into it (0600) with the shell's
    *builtin* ``printf``, so the HMAC key is never on a command line, in a job script or in a file others read;
-2. starts the kernel (after ``cd`` and the pre-command, in the user's login shell so ``module``/``conda`` work),
+2. starts the kernel (after ``cd`` and the pre-command, in the user's login shell so ``module``/``conda`` work;
+   a kernel on this machine without a pre-command starts from a plain ``sh``, in the environment Jupyter gave it),
    letting it bind its own endpoints: Unix sockets in the private directory (``ipc``), or loopback TCP ports
    picked on the remote host just before it starts (``tcp``), retried on a collision;
 3. removes the connection file once the kernel has bound its sockets, and reports on one line what it got;
 4. reads control words on its standard input: ``ping`` (a launcher is connected), ``int`` (interrupt), ``stop``
-   (end the kernel and the job), ``start`` followed by a line with the key (a new kernel in the same job: a
-   restart in place, the old kernel ended first);
+   (end the kernel and the job), ``end`` (the kernel was asked to shut down: its end is the job's), ``start``
+   followed by a line with the key (a new kernel in the same job: a restart in place, the old kernel ended first);
 5. keeps the window: a kernel that has had no ``ping`` for ``grace`` seconds *and* used no CPU meanwhile (idle and
    disconnected) is ended, so nothing burns unseen; a kernel that ended on its own (a restart, a crash) leaves
    the job *parked* for ``park`` seconds, waiting for ``start``;
@@ -59,6 +60,7 @@ class Bootstrap:
     park: float = 60.0  # how long a job waits for a restart after its kernel ended on its own
     eof_ends: bool = False  # the end of input ends the kernel at once (no holder: nothing can reconnect)
     job_id_env: str | None = None
+    login_shell: bool = True  # False: the kernel starts from a plain sh, in the environment it was given
 
 
 def _kernel_command(spec: Bootstrap, connection_file: str) -> str:
@@ -128,7 +130,10 @@ def render(spec: Bootstrap) -> str:
     # The kernel command, through the user's login shell (csh-family shells take -l only alone).
     add(f"rik_cmd={_q(_kernel_command(spec, '{{RIKCF}}'))}")
     add('rik_cmd=$(printf "%s" "$rik_cmd" | sed "s|{{RIKCF}}|$rik_cf|g")')
-    add('case ${SHELL:-/bin/sh} in *csh) rik_login="";; *) rik_login=-l;; esac')
+    if spec.login_shell:
+        add('rik_sh=${SHELL:-/bin/sh}; case $rik_sh in *csh) rik_login="";; *) rik_login=-l;; esac')
+    else:
+        add('rik_sh=/bin/sh; rik_login=""')
     # The control channel, read in the background from a copy of stdin (the script is already read).
     # rik_end PID: TERM, then KILL if it is still there after 3 s. Short sleeps, so none outlives the script.
     add("rik_end() {")
@@ -148,6 +153,8 @@ def render(spec: Bootstrap) -> str:
     add('      ping) : > "$rik_d/seen";;')
     add('      int) [ -n "$rik_p" ] && kill -INT "$rik_p" 2>/dev/null;;')
     add('      stop) : > "$rik_d/stop"; [ -n "$rik_p" ] && rik_end "$rik_p";;')
+    # The frontend asked the kernel to shut down: when it has, the job ends at once (no waiting for a restart).
+    add('      end) : > "$rik_d/stop";;')
     # A restart in place: the key comes on the next line (read by the builtin, never an argument), the running
     # kernel (if any) is ended, and the main loop starts a new one with it.
     add(
@@ -252,7 +259,7 @@ def render(spec: Bootstrap) -> str:
     # The kernel runs in the foreground so that it keeps the default SIGINT disposition (asynchronous commands
     # of a non-interactive shell ignore SIGINT, and a kernel could never be interrupted again).
     add(
-        '  /bin/sh -c \'echo $$ > "$1/pid"; shift; exec "$@"\' rik "$rik_d" "${SHELL:-/bin/sh}" $rik_login -c "$rik_cmd" </dev/null 3<&-'
+        '  /bin/sh -c \'echo $$ > "$1/pid"; shift; exec "$@"\' rik "$rik_d" "$rik_sh" $rik_login -c "$rik_cmd" </dev/null 3<&-'
     )
     add("  rik_rc=$?")
     add("  kill $rik_watch 2>/dev/null")
@@ -267,6 +274,8 @@ def render(spec: Bootstrap) -> str:
     # ended on its own (a restart request, a crash): say so, and wait `park` seconds for a restart.
     add('  if [ ! -e "$rik_d/next" ] && [ ! -e "$rik_d/stop" ]; then')
     add('    echo "RIK-EXIT $rik_rc"')
+    if spec.eof_ends:  # nothing can restart it in place: the kernel's end is the job's
+        add("    break")
     add('    : > "$rik_d/exited"')
     add('    while [ ! -e "$rik_d/next" ] && [ ! -e "$rik_d/stop" ]; do sleep 0.2 2>/dev/null || sleep 1; done')
     add("  fi")
