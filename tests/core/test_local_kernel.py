@@ -107,3 +107,23 @@ def test_a_kernel_command_that_ends_at_once_does_not_leave_the_launcher_waiting(
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env)
         assert proc.returncode != 0, proc.stderr
         assert "no kernel here" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_local_kernel_keeps_jupyters_environment_and_a_pre_command_gets_the_login_shell(
+    rik, jupyter_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel on this machine starts in the environment Jupyter gave it, without the login shell's profile (its
+    time would be added to every start); with --remote-precmd (`module load ...`) the login shell is there."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".profile").write_text("export RIK_PROFILE_RAN=yes\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SHELL", "/bin/sh")
+    monkeypatch.setenv("RIK_FROM_JUPYTER", "kept")
+    rik("manage", "--add", "-i", "local", "-n", "Plain", check=True)
+    rik("manage", "--add", "-i", "local", "-n", "Pre", "--remote-precmd", "export RIK_PRE=ran", check=True)
+    code = "import os; print(os.environ.get('RIK_PROFILE_RAN'), os.environ.get('RIK_FROM_JUPYTER'), os.environ.get('RIK_PRE'))"
+    with started("rik_local_plain") as k:
+        assert k.run(code).split() == ["None", "kept", "None"]
+    with started("rik_local_pre") as k:
+        assert k.run(code).split() == ["yes", "kept", "ran"]
