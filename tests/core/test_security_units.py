@@ -206,6 +206,32 @@ def test_when_rik_goes_away_the_private_directory_goes_too(tmp_path: Path, mode:
         assert not private.exists()
 
 
+@pytest.mark.parametrize("mode", ["ipc", "tcp"])
+def test_a_kernel_that_ends_on_its_own_parks_the_job_and_after_end_the_job_ends_with_it(tmp_path: Path, mode: str) -> None:
+    """A kernel that exits by itself (a restart, a crash) leaves the job waiting for `start`; once the frontend asked
+    for a shutdown (`end`), the kernel's exit ends the job at once, and the private directory goes."""
+    with bootstrapped(tmp_path, mode) as run:
+        private = run.private_dir()
+        run.wait_for("RIK-READY")
+        psutil.Process(int(run.wait_for("RIK-PID").split()[1])).kill()
+        run.wait_for("RIK-EXIT")
+        assert run.proc.poll() is None and private.exists()  # parked
+        run.send("start")
+        run.send(KEY)
+        run.wait_for("RIK-RESTART")
+        run.lines.clear()
+        run.wait_for("RIK-READY")
+        kernel = psutil.Process(int(run.wait_for("RIK-PID").split()[1]))
+        run.send("end")
+        deadline = time.monotonic() + 20
+        while not (private / "stop").exists() and time.monotonic() < deadline:  # the word is read before the kernel goes
+            time.sleep(0.02)
+        kernel.kill()
+        assert run.wait_for("RIK-END")
+        assert not [line for line in run.lines if line.startswith("RIK-EXIT")], run.lines
+        assert run.proc.wait(20) != 0 and not private.exists()
+
+
 # ------------------------------------------------------------------ ssh: the argv and the config file
 @pytest.fixture
 def transport_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
