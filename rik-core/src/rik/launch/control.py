@@ -144,6 +144,8 @@ class ChannelRelay:
         self._pending: dict[str, tuple[str, list[bytes]]] = {}
         self._seen: set[str] = set()
         self._ready_at: float | None = None
+        # close() wakes the thread through this pipe: a launcher's exit (a shutdown, a restart) never waits out a poll.
+        self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="rik-relay", daemon=True)
         self._thread.start()
 
@@ -174,9 +176,17 @@ class ChannelRelay:
             poller.register(sock, zmq.POLLIN)
             owner[sock] = (ch, "back")
         poller.register(self._monitor, zmq.POLLIN)
+        poller.register(self._stop_r, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(20 if self._held else 200))
+                wait = 200
+                if self._held:
+                    wait = 20
+                elif self._ready_at is not None:  # the subscription's margin: no later than it ends
+                    wait = max(0, min(200, int((self._ready_at - time.monotonic()) * 1000) + 1))
+                events = dict(poller.poll(wait))
+                if self._stop_r in events:
+                    break
                 if self._monitor in events:
                     self._on_monitor(_monitor_event(self._monitor.recv_multipart()))
                 if self._ready_at is not None and time.monotonic() >= self._ready_at:
@@ -188,7 +198,7 @@ class ChannelRelay:
                         ch, frames = self._held.popleft()
                         self._back[ch].send_multipart(frames)
                 for sock in events:
-                    if sock is self._monitor:
+                    if sock is self._monitor or sock == self._stop_r:
                         continue
                     ch, side = owner[sock]
                     frames = sock.recv_multipart()
@@ -265,7 +275,12 @@ class ChannelRelay:
     def close(self) -> None:
         self._stop.set()
         if hasattr(self, "_thread"):
+            with contextlib.suppress(OSError):
+                os.write(self._stop_w, b"x")
             self._thread.join(2.0)
+            for fd in (self._stop_r, self._stop_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self._close_sockets()
         for path in self.inner.values():
             with contextlib.suppress(OSError):
