@@ -15,8 +15,8 @@ For each rik kernel (all, or those named) it checks, in the order a kernel needs
 Doctor logs in once per host: a master connection per hop, made fresh for each run and ended with it, which every
 check on that hop rides (the next hop is reached through it). It never uses the masters running kernels share, so
 it sees the hosts' sshd configuration as a new kernel would, and hears sshd's refusals itself; each check has a
-short time limit. rik's own ssh settings (the file that
-``SSHTransport`` writes, with the kernel's ``--ssh-config``, ``~/.ssh/config`` and askpass) are used through ``-F``.
+short time limit. rik's own ssh settings (the file that ``SSHTransport`` writes, with the kernel's
+``--ssh-config``, ``~/.ssh/config`` and askpass) are used through ``-F``.
 
 The package: :mod:`.report` (what is reported), :mod:`.probe` (running probes here or through doctor's own ssh
 connections), :mod:`.chain` (the ssh chain hop by hop), :mod:`.target` (the submit host: scheduler, shell, kernel,

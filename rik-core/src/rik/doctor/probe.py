@@ -1,8 +1,9 @@
 """Running doctor's probes: here, or on a host through doctor's own ssh connections with the kernel's settings.
 
 Doctor logs in once per host, with masters of its own made fresh for each run, never the masters running kernels
-share (so it sees the hosts' sshd configuration as it is now); each probe has a short time limit. rik's own ssh settings (the file that
-``SSHTransport`` writes, with the kernel's ``--ssh-config``, ``~/.ssh/config`` and askpass) are used through ``-F``.
+share (so it sees the hosts' sshd configuration as it is now); each probe has a short time limit. rik's own ssh
+settings (the file that ``SSHTransport`` writes, with the kernel's ``--ssh-config``, ``~/.ssh/config`` and
+askpass) are used through ``-F``.
 """
 
 from __future__ import annotations
@@ -195,7 +196,6 @@ class Remote:
                 )
             except OSError as exc:
                 return Done(127, f"{argv[0]}: {exc.strerror or exc}")
-        self.masters.append(master)
         deadline = time.monotonic() + CHECK_TIMEOUT
         while not path.exists() and master.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -205,6 +205,7 @@ class Remote:
                 kill_group(master)
             master.wait()
             return Done(-1 if timed_out else master.returncode, self._heard(i, 0), timed_out=timed_out)
+        self.masters.append(master)  # only a master that is up: close() signals no pid that was already reaped
         return run(
             [*self.base(), *self._ride(i), "-T", *self._to(host, before), "true"], env=self.env, timeout=CHECK_TIMEOUT
         )
