@@ -510,8 +510,9 @@ class Launcher:
                 status = self.kernel_exited()
                 if status is not None:
                     return status
-            failed = self.where.kernel_exit is not None and not self.where.ready and self.start_failed is None
-            if failed and self.new_kernel_seen and not self.reattach:
+            # A kernel of ours (not the one a restart in place replaces) that ended before it was ready.
+            failed = self.where.kernel_exit is not None and not self.where.ready and self.new_kernel_seen
+            if failed and self.start_failed is None:
                 self.start_failed = self.where.kernel_exit
                 self.stopping = True
                 if not self.control("stop"):
