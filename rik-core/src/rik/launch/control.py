@@ -9,9 +9,15 @@ relayed: it goes through the tunnel as it is, so it still says whether the *kern
 What this gives:
 
 - **Nothing is lost when the tunnel comes back.** The frontends' connections never break (they are local). While
-  the tunnel is down, or until the relay's IOPub subscription has reached the kernel again (its handshake is
-  seen), requests wait in the relay; otherwise a request could overtake the subscription, and the kernel would
-  publish its busy/output/idle to nobody, leaving the frontend waiting forever.
+  the tunnel is down, and until the relay's IOPub subscription has reached the kernel again, requests wait in the
+  relay; otherwise a request could overtake the subscription, and the kernel would publish its busy/output/idle
+  to nobody, leaving the frontend waiting forever (or seeing a cell's idle without its output). The relay knows the
+  subscription has arrived when the kernel publishes something for a probe of its own: a signed
+  ``kernel_info_request`` on control (answered at once even while a cell runs), sent every 0.1 s once IOPub is
+  connected. Neither the probe's reply nor its IOPub messages reach a frontend. A kernel that never publishes for
+  a control request is trusted after a few replies, or 2 s. The relay's sockets towards the tunnel queue nothing
+  while their connection is down (``ZMQ_IMMEDIATE``): a request queued there would go out the moment that one
+  channel is back, ahead of the subscription, and then once more from the relay.
 - **A request sent into a dead connection is sent again.** After the laptop wakes up, ssh still holds a
   connection that the network has lost; a request written into it never reaches the kernel. The relay keeps each
   shell request (not control: an interrupt must never act twice) until the kernel shows it got it (its ``busy`` status or its reply, both carry the request's id) and,
@@ -35,19 +41,27 @@ import os
 import struct
 import threading
 import time
+import uuid
 from collections import deque
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .logs import log
 
-__all__ = ["RELAYED", "ChannelRelay", "inner_paths", "shutdown_kind"]
+__all__ = ["RELAYED", "ChannelRelay", "inner_paths", "shutdown_kind", "sign"]
 
 DELIM = b"<IDS|MSG>"
 #: The channels the launcher relays (the heartbeat goes straight through the tunnel).
 RELAYED = ("shell_port", "control_port", "stdin_port", "iopub_port")
-#: After the IOPub handshake, how long requests still wait for the subscription that follows it.
-SUBSCRIBE_MARGIN = 0.05
+#: Once IOPub is connected, how often the relay probes for its subscription, and when it trusts a kernel that
+#: answers its probes (or never does) without publishing anything for them.
+PROBE_EVERY = 0.1
+PROBE_TRUST_AFTER = 2.0
+PROBE_TRUST_REPLIES = 3
+#: The routing identity of the relay's own requests, and the prefix of their ids.
+PROBE_IDENTITY = b"rik-relay-probe"
+PROBE_PREFIX = "rik-probe-"
 
 
 def _ids(frames: list[bytes]) -> tuple[str | None, str | None]:
@@ -67,6 +81,16 @@ def _monitor_event(frames: list[bytes]) -> dict[str, Any]:
     (zmq.utils.monitor would do the same, but imports asyncio and ssl on the launcher's start path.)"""
     event, value = struct.unpack("=HI", frames[0][:6])
     return {"event": event, "value": value, "endpoint": frames[1] if len(frames) > 1 else b""}
+
+
+def sign(key: bytes, scheme: str, parts: list[bytes]) -> bytes:
+    """The Jupyter message signature of ``parts`` (header, parent, metadata, content) (pure; empty without a key)."""
+    if not key:
+        return b""
+    mac = hmac.new(key, digestmod=getattr(hashlib, scheme.split("-", 1)[-1]))
+    for part in parts:
+        mac.update(part)
+    return mac.hexdigest().encode()
 
 
 def inner_paths(directory: Path) -> dict[str, Path]:
@@ -92,13 +116,9 @@ def shutdown_kind(frames: list[bytes], key: bytes, scheme: str = "hmac-sha256") 
     if not isinstance(head, dict) or head.get("msg_type") != "shutdown_request":
         return None
     if key:
-        digest = getattr(hashlib, scheme.split("-", 1)[-1], None)
-        if digest is None:
+        if getattr(hashlib, scheme.split("-", 1)[-1], None) is None:
             return None
-        mac = hmac.new(key, digestmod=digest)
-        for part in (header, parent, metadata, content):
-            mac.update(part)
-        if not hmac.compare_digest(mac.hexdigest().encode(), signature):
+        if not hmac.compare_digest(sign(key, scheme, [header, parent, metadata, content]), signature):
             return None
     try:
         body: Any = json.loads(content)
@@ -118,7 +138,7 @@ class ChannelRelay:
         self.wake = wake
         self.seen: str | None = None  # "shutdown" or "restart": the last such request the frontend made
         self.inner = inner_paths(directory)
-        self.subscribed = False  # the relay's IOPub subscription has reached the kernel (as far as can be seen)
+        self.subscribed = False  # the relay's IOPub subscription has reached the kernel (a probe's status came back)
         self._stop = threading.Event()
         self._ctx = zmq.Context()
         self._front: dict[str, Any] = {}
@@ -133,6 +153,9 @@ class ChannelRelay:
             front = self._socket(zmq.XPUB)
             front.bind(f"tcp://127.0.0.1:{ports['iopub_port']}")
             back = self._socket(zmq.XSUB)
+            # The relay's own subscription to everything: its probes' status comes back with no frontend subscribed,
+            # and XSUB sends it again on every reconnection, ahead of anything else.
+            back.send(b"\x01")
             self._monitor = back.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
             back.connect(f"ipc://{self.inner['iopub_port']}")
             self._front["iopub_port"], self._back["iopub_port"] = front, back
@@ -143,7 +166,12 @@ class ChannelRelay:
         # Requests not yet acknowledged by the kernel: id -> (channel, frames); and those it has seen (busy).
         self._pending: dict[str, tuple[str, list[bytes]]] = {}
         self._seen: set[str] = set()
-        self._ready_at: float | None = None
+        # The probe for the subscription: since when (None: not probing), the next one, ids sent, replies heard.
+        self._probing: float | None = None
+        self._next_probe = 0.0
+        self._probes: dict[str, float] = {}
+        self._probe_replies = 0
+        self._session = uuid.uuid4().hex
         # close() wakes the thread through this pipe: a launcher's exit (a shutdown, a restart) never waits out a poll.
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="rik-relay", daemon=True)
@@ -154,6 +182,8 @@ class ChannelRelay:
 
         sock = self._ctx.socket(kind)
         sock.linger = 0
+        if kind == zmq.DEALER:
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # nothing waits in a connection that is down (see the module's doc)
         # Towards the tunnel: retry soon when it comes back, without hammering it while the kernel starts.
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
@@ -182,27 +212,25 @@ class ChannelRelay:
                 wait = 200
                 if self._held:
                     wait = 20
-                elif self._ready_at is not None:  # the subscription's margin: no later than it ends
-                    wait = max(0, min(200, int((self._ready_at - time.monotonic()) * 1000) + 1))
+                if self._probing is not None:
+                    wait = max(0, min(wait, int((self._next_probe - time.monotonic()) * 1000) + 1))
                 events = dict(poller.poll(wait))
                 if self._stop_r in events:
                     break
                 if self._monitor in events:
                     self._on_monitor(_monitor_event(self._monitor.recv_multipart()))
-                if self._ready_at is not None and time.monotonic() >= self._ready_at:
-                    self._ready_at = None
-                    self.subscribed = True
-                    self._wake()
+                if self._probing is not None:
+                    self._probe()
                 if self.subscribed:
-                    while self._held:
-                        ch, frames = self._held.popleft()
-                        self._back[ch].send_multipart(frames)
+                    self._send_held()
                 for sock in events:
                     if sock is self._monitor or sock == self._stop_r:
                         continue
                     ch, side = owner[sock]
                     frames = sock.recv_multipart()
                     if side == "back":
+                        if self._own(ch, frames):
+                            continue
                         self._acknowledged(ch, frames)
                         self._front[ch].send_multipart(frames)
                     elif ch == "iopub_port":
@@ -210,32 +238,98 @@ class ChannelRelay:
                     else:
                         if ch == "control_port":
                             self._note_control(frames)
-                        # Only shell requests are sent again: a control request (an interrupt, a shutdown) sent
-                        # twice would act twice, on the next cell.
-                        if ch == "shell_port":
-                            own, _ = _ids(frames)
-                            if own:
-                                self._pending[own] = (ch, frames)
-                        if self.subscribed and not self._held:
-                            self._back[ch].send_multipart(frames)
-                        else:
-                            self._held.append((ch, frames))
+                        self._held.append((ch, frames))
+                        if self.subscribed:
+                            self._send_held()
         except zmq.ZMQError as exc:
             if not self._stop.is_set():
                 log.warning("the channel relay stopped: %s", exc)
+
+    def _send_held(self) -> None:
+        """Send what waits, in order; a channel whose connection is down (again) keeps it and what follows."""
+        import zmq
+
+        while self._held:
+            ch, frames = self._held[0]
+            try:
+                self._back[ch].send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._held.popleft()
+            # Only shell requests are sent again: a control request (an interrupt, a shutdown) sent twice would
+            # act twice, on the next cell.
+            if ch == "shell_port":
+                own, _ = _ids(frames)
+                if own:
+                    self._pending[own] = (ch, frames)
+
+    def _probe(self) -> None:
+        """While the subscription is unconfirmed: a probe every PROBE_EVERY, and trust after PROBE_TRUST_*."""
+        import zmq
+
+        assert self._probing is not None
+        now = time.monotonic()
+        if now - self._probing >= PROBE_TRUST_AFTER or self._probe_replies >= PROBE_TRUST_REPLIES:
+            log.debug("relay: the kernel publishes nothing for a control request; its subscription is trusted")
+            self._confirmed()
+            return
+        if now < self._next_probe:
+            return
+        self._next_probe = now + PROBE_EVERY
+        msg_id = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        header = {
+            "msg_id": msg_id,
+            "msg_type": "kernel_info_request",
+            "username": "rik",
+            "session": self._session,
+            "date": datetime.now(timezone.utc).isoformat(),
+            "version": "5.3",
+        }
+        parts = [json.dumps(header).encode(), b"{}", b"{}", b"{}"]
+        try:
+            self._back["control_port"].send_multipart(
+                [PROBE_IDENTITY, DELIM, sign(self.key, self.scheme, parts), *parts], zmq.NOBLOCK
+            )
+        except zmq.Again:  # control is not connected yet
+            return
+        self._probes = {i: t for i, t in self._probes.items() if now - t < 60}
+        self._probes[msg_id] = now
+
+    def _own(self, ch: str, frames: list[bytes]) -> bool:
+        """A reply to, or IOPub about, one of the relay's probes: it confirms the subscription and goes no further."""
+        if ch == "control_port" and frames and frames[0] == PROBE_IDENTITY:
+            self._probe_replies += 1
+            return True
+        if ch != "iopub_port":
+            return False
+        _, parent = _ids(frames)
+        if parent is None or not parent.startswith(PROBE_PREFIX):
+            return False
+        if parent in self._probes and self._probing is not None:
+            self._confirmed()
+        return True
+
+    def _confirmed(self) -> None:
+        self._probing = None
+        self.subscribed = True
+        log.debug("relay: IOPub subscribed at the kernel")
+        self._send_held()
+        self._wake()
 
     def _on_monitor(self, event: dict[str, Any]) -> None:
         import zmq
 
         if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self._ready_at = time.monotonic() + SUBSCRIBE_MARGIN
+            self._probing = self._next_probe = time.monotonic()
+            self._probe_replies = 0
             log.debug("relay: IOPub connected to the kernel")
         elif event["event"] == zmq.EVENT_DISCONNECTED:
-            was = self.subscribed
+            was = self.subscribed or self._probing is not None
             self.subscribed = False
-            self._ready_at = None
+            self._probing = None
             if was:
-                # The tunnel went down: what the kernel never acknowledged may have gone down with it.
+                # The tunnel went down: what the kernel never acknowledged may have gone down with it. It goes
+                # again first, in its order, then what was waiting already.
                 resend = [(i, entry) for i, entry in self._pending.items() if i not in self._seen]
                 self._held.extendleft(reversed([entry for _, entry in resend]))
                 for i, _ in resend:
