@@ -696,9 +696,9 @@ class Launcher:
             raise LaunchError(self.where.error)
         if self.start_failed is not None:
             # The kernel's command ended before its sockets were bound: its own words say why.
-            last = "; ".join(t.strip() for t in self.tail[-3:] if t.strip())
+            words = "; ".join(t.strip() for t in self.tail[-3:] if t.strip())
             raise LaunchError(
-                f"the kernel exited with status {self.start_failed} before it was ready{': ' + last if last else ''}"
+                f"the kernel exited with status {self.start_failed} before it was ready{': ' + words if words else ''}"
             )
         if not self.where.ready and self.where.end_status is None and not self.stopping:
             text = "\n".join(
