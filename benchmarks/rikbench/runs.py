@@ -106,6 +106,7 @@ def kernel_rounds(bench: Bench, contenders: list[Contender], probes: list[str]) 
             entry = {"round": r}
             for phase in phases(bench, unit):
                 entry[phase] = one_kernel(bench, unit, phase, r)
+            bench.end_masters(f"{unit.key}-{r}")
             samples[unit.key].append(entry)
             cold, warm = entry["cold"], entry.get("warm", {})
             restart, reconnect = entry.get("restart", {}), entry.get("reconnect", {})

@@ -17,7 +17,19 @@ from jupyter_client.manager import KernelManager
 
 from . import kernel as K
 from .contenders import Contender
-from .hosts import Cluster, Footprint, World, alive, is_ssh, jobs_in, kill, proc_table, start_path, status_kib
+from .hosts import (
+    Cluster,
+    Footprint,
+    World,
+    alive,
+    is_master,
+    is_ssh,
+    jobs_in,
+    kill,
+    proc_table,
+    start_path,
+    status_kib,
+)
 
 IPYKERNEL_STATE = (".ipython", ".local", ".cache", ".config", ".jupyter")
 
@@ -50,6 +62,11 @@ class Bench:
         os.chmod(self.root, 0o755)
         (self.root / "logs").mkdir()
         self.ri_venv: Path | None = None
+
+    def end_masters(self, name: str) -> None:
+        """End the ssh masters a contender's kernels of one round left for ControlPersist (runtime ``name``)."""
+        marker = str(self.root / "rt" / name)
+        kill(p for p, (_, cmd) in proc_table().items() if is_master(cmd) and marker in cmd)
 
     def runtime(self, name: str) -> Path:
         path = self.root / "rt" / name
@@ -99,7 +116,10 @@ class Bench:
 
     def cleanup(self, world: World, fp: Footprint) -> None:
         """End what a kernel left (only its own processes, by pid) and remove its files."""
-        kill(p for p in [*fp.local, *fp.remote_pids()] if alive(p))
+        # The masters' connections (sshd on the hosts) stay: the next phase of the same round starts warm on them, as
+        # a user's next kernel does; end_masters ends them after the round's last phase.
+        remote = [p for p, cmd in fp.remote_pids_cmds().items() if not cmd.startswith("sshd:")]
+        kill(p for p in [*fp.local, *remote] if alive(p))
         for path in self.files() - world.files_before:
             with contextlib.suppress(OSError):
                 if os.path.isdir(path) and not os.path.islink(path):

@@ -146,19 +146,23 @@ def render(spec: Bootstrap) -> str:
     # POSIX gives an asynchronous list /dev/null as stdin *before* its own redirections: keep a copy of the real
     # stdin on fd 3 first, in this shell.
     add("exec 3<&0")
+    # The reader wakes the main loop when a restart's key (or a stop) comes: a parked job starts its next kernel at
+    # once, not at its next look. The kernel in the foreground never sees the signal (it goes to this shell only).
+    add("trap : USR1")
+    add("rik_self=$$")
     add("(")
     add("  while IFS= read -r rik_w <&3; do")
     add('    rik_p=$(cat "$rik_d/pid" 2>/dev/null)')
     add("    case $rik_w in")
     add('      ping) : > "$rik_d/seen";;')
     add('      int) [ -n "$rik_p" ] && kill -INT "$rik_p" 2>/dev/null;;')
-    add('      stop) : > "$rik_d/stop"; [ -n "$rik_p" ] && rik_end "$rik_p";;')
+    add('      stop) : > "$rik_d/stop"; kill -USR1 $rik_self 2>/dev/null; [ -n "$rik_p" ] && rik_end "$rik_p";;')
     # The frontend asked the kernel to shut down: when it has, the job ends at once (no waiting for a restart).
-    add('      end) : > "$rik_d/stop";;')
+    add('      end) : > "$rik_d/stop"; kill -USR1 $rik_self 2>/dev/null;;')
     # A restart in place: the key comes on the next line (read by the builtin, never an argument), the running
     # kernel (if any) is ended, and the main loop starts a new one with it.
     add(
-        '      start) IFS= read -r rik_k <&3 && printf "%s\\n" "$rik_k" > "$rik_d/next.tmp" && mv -f "$rik_d/next.tmp" "$rik_d/next"; rik_k=; [ -n "$rik_p" ] && [ ! -e "$rik_d/exited" ] && rik_end "$rik_p";;'
+        '      start) IFS= read -r rik_k <&3 && printf "%s\\n" "$rik_k" > "$rik_d/next.tmp" && mv -f "$rik_d/next.tmp" "$rik_d/next"; rik_k=; kill -USR1 $rik_self 2>/dev/null; [ -n "$rik_p" ] && [ ! -e "$rik_d/exited" ] && rik_end "$rik_p";;'
     )
     add("    esac")
     add("  done")
@@ -277,7 +281,10 @@ def render(spec: Bootstrap) -> str:
     if spec.eof_ends:  # nothing can restart it in place: the kernel's end is the job's
         add("    break")
     add('    : > "$rik_d/exited"')
-    add('    while [ ! -e "$rik_d/next" ] && [ ! -e "$rik_d/stop" ]; do sleep 0.2 2>/dev/null || sleep 1; done')
+    # Woken by the reader's USR1 (a trapped signal ends `wait` at once); the short sleep is only a backstop.
+    add('    while [ ! -e "$rik_d/next" ] && [ ! -e "$rik_d/stop" ]; do')
+    add("      (sleep 0.2 2>/dev/null || sleep 1) & rik_z=$!; wait $rik_z; kill $rik_z 2>/dev/null")
+    add("    done")
     add("  fi")
     add('  if [ -e "$rik_d/next" ] && [ ! -e "$rik_d/stop" ]; then')
     add('    IFS= read -r rik_key < "$rik_d/next"; rm -f "$rik_d/next" "$rik_d/exited"; rik_try=0')
