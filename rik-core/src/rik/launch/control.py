@@ -13,9 +13,9 @@ What this gives:
   relay; otherwise a request could overtake the subscription, and the kernel would publish its busy/output/idle
   to nobody, leaving the frontend waiting forever (or seeing a cell's idle without its output). The relay knows the
   subscription has arrived when the kernel publishes something for a probe of its own: a signed
-  ``kernel_info_request`` on control (answered at once even while a cell runs), sent every 20 ms, then every
-  0.1 s, once IOPub is connected. Neither the probe's reply nor its IOPub messages reach a frontend. A kernel that never publishes for
-  a control request is trusted after a few replies, or 2 s. The relay's sockets towards the tunnel queue nothing
+  ``kernel_info_request`` on control (answered at once even while a cell runs), sent once IOPub is connected,
+  one at a time (the next when the last one was answered without its status seen, or after 1 s). Neither the probe's reply nor its IOPub messages reach a frontend. A kernel that never publishes for
+  a control request is trusted after a few replies, or 3 s. The relay's sockets towards the tunnel queue nothing
   while their connection is down (``ZMQ_IMMEDIATE``): a request queued there would go out the moment that one
   channel is back, ahead of the subscription, and then once more from the relay.
 - **A request sent into a dead connection is sent again.** After the laptop wakes up, ssh still holds a
@@ -56,10 +56,12 @@ DELIM = b"<IDS|MSG>"
 RELAYED = ("shell_port", "control_port", "stdin_port", "iopub_port")
 #: Once IOPub is connected, how often the relay probes for its subscription, and when it trusts a kernel that
 #: answers its probes (or never does) without publishing anything for them.
-PROBE_FIRST = 0.02
-PROBE_BRISK = 0.3
-PROBE_EVERY = 0.1
-PROBE_TRUST_AFTER = 2.0
+#: One probe at a time: the next goes PROBE_AGAIN after the last one's reply (its status was not seen), or
+#: PROBE_PATIENCE after it was sent (lost with a connection). A kernel still starting would answer every probe
+#: queued meanwhile at once, later; one at a time keeps that to one.
+PROBE_AGAIN = 0.02
+PROBE_PATIENCE = 1.0
+PROBE_TRUST_AFTER = 3.0
 PROBE_TRUST_REPLIES = 3
 #: The routing identity of the relay's own requests, and the prefix of their ids.
 PROBE_IDENTITY = b"rik-relay-probe"
@@ -132,12 +134,7 @@ def shutdown_kind(frames: list[bytes], key: bytes, scheme: str = "hmac-sha256") 
 class ChannelRelay:
     """Binds ``ports`` (channel -> 127.0.0.1 port) and relays them to Unix sockets ``inner[channel]`` in a thread."""
 
-    def __init__(
-        self, ports: dict[str, int], directory: Path, key: str, scheme: str, wake: int | None, *, connect: bool = True
-    ) -> None:
-        """Bind the frontend's ports now; connect towards the tunnel now, or (``connect=False``) on :meth:`connect`:
-        the frontends connect and subscribe while the kernel starts, as to a local kernel's ports, and the relay
-        only reaches for the kernel once it is there (a socket retrying a missing path backs off, and would be late)."""
+    def __init__(self, ports: dict[str, int], directory: Path, key: str, scheme: str, wake: int | None) -> None:
         import zmq
 
         self.key = key.encode()
@@ -155,6 +152,7 @@ class ChannelRelay:
                 front = self._socket(zmq.ROUTER)
                 front.bind(f"tcp://127.0.0.1:{ports[ch]}")
                 back = self._socket(zmq.DEALER)
+                back.connect(f"ipc://{self.inner[ch]}")
                 self._front[ch], self._back[ch] = front, back
             front = self._socket(zmq.XPUB)
             front.bind(f"tcp://127.0.0.1:{ports['iopub_port']}")
@@ -163,6 +161,7 @@ class ChannelRelay:
             # and XSUB sends it again on every reconnection, ahead of anything else.
             back.send(b"\x01")
             self._monitor = back.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+            back.connect(f"ipc://{self.inner['iopub_port']}")
             self._front["iopub_port"], self._back["iopub_port"] = front, back
         except zmq.ZMQError:
             self._close_sockets()
@@ -179,9 +178,6 @@ class ChannelRelay:
         self._session = uuid.uuid4().hex
         # close() wakes the thread through this pipe: a launcher's exit (a shutdown, a restart) never waits out a poll.
         self._stop_r, self._stop_w = os.pipe()
-        self._connected = False
-        if connect:
-            self._connect_back()
         self._thread = threading.Thread(target=self._run, name="rik-relay", daemon=True)
         self._thread.start()
 
@@ -196,17 +192,6 @@ class ChannelRelay:
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
         return sock
-
-    def connect(self) -> None:
-        """Reach for the kernel: the relay's thread connects its sockets towards the tunnel."""
-        with contextlib.suppress(OSError):
-            os.write(self._stop_w, b"c")
-
-    def _connect_back(self) -> None:
-        if not self._connected:
-            self._connected = True
-            for ch, sock in self._back.items():
-                sock.connect(f"ipc://{self.inner[ch]}")
 
     def _wake(self) -> None:
         if self.wake is not None:
@@ -235,9 +220,7 @@ class ChannelRelay:
                     wait = max(0, min(wait, int((self._next_probe - time.monotonic()) * 1000) + 1))
                 events = dict(poller.poll(wait))
                 if self._stop_r in events:
-                    if b"x" in os.read(self._stop_r, 64) or self._stop.is_set():
-                        break
-                    self._connect_back()
+                    break
                 if self._monitor in events:
                     self._on_monitor(_monitor_event(self._monitor.recv_multipart()))
                 if self._probing is not None:
@@ -285,7 +268,8 @@ class ChannelRelay:
                     self._pending[own] = (ch, frames)
 
     def _probe(self) -> None:
-        """While the subscription is unconfirmed: a probe every PROBE_EVERY, and trust after PROBE_TRUST_*."""
+        """While the subscription is unconfirmed: a probe when the last one was answered or given up on (see
+        PROBE_AGAIN), and trust after PROBE_TRUST_*."""
         import zmq
 
         assert self._probing is not None
@@ -296,8 +280,7 @@ class ChannelRelay:
             return
         if now < self._next_probe:
             return
-        # Often at first (the kernel is usually just up and answers at once), then every PROBE_EVERY.
-        self._next_probe = now + (PROBE_FIRST if now - self._probing < PROBE_BRISK else PROBE_EVERY)
+        self._next_probe = now + PROBE_PATIENCE  # sooner when its reply comes (see _own)
         msg_id = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
         header = {
             "msg_id": msg_id,
@@ -321,6 +304,8 @@ class ChannelRelay:
         """A reply to, or IOPub about, one of the relay's probes: it confirms the subscription and goes no further."""
         if ch == "control_port" and frames and frames[0] == PROBE_IDENTITY:
             self._probe_replies += 1
+            if self._probing is not None:  # answered without its status seen yet: the next one soon
+                self._next_probe = min(self._next_probe, time.monotonic() + PROBE_AGAIN)
             return True
         if ch != "iopub_port":
             return False

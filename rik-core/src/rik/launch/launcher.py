@@ -401,10 +401,11 @@ class Launcher:
         return self.tunnel
 
     def plan_relay(self) -> None:
-        """Whether the launcher relays the frontend's channels (see :mod:`.control`): where the kernel has a
-        tunnel. The relay binds the frontend's ports now, while the kernel starts, so that frontends connect and
-        subscribe meanwhile; the tunnel forwards the kernel's channels to the relay's sockets, and the relay
-        connects to them once the kernel is up (:meth:`start_relay`)."""
+        """Whether the launcher will relay the frontend's channels (see :mod:`.control`): where the kernel has a
+        tunnel. The tunnel forwards the kernel's channels to the relay's sockets from the start; the relay binds
+        the frontend's ports once the kernel is up, see :meth:`start_relay`. Not before: VS Code takes ports that
+        are listened on for a kernel that is up, connects, and asks the heartbeat (which only the kernel answers)
+        whether it lives when its first ``kernel_info`` is not answered within a second."""
         if self.local or self.mode == "direct" or self.ssh is None:
             return
         try:
@@ -414,15 +415,9 @@ class Launcher:
         except ImportError:
             return
         self.relay_inner = inner_paths(self.ssh.dir)
-        self.start_relay(connect=False)
 
-    def start_relay(self, *, connect: bool = True) -> None:
-        """Bind the relay (see :meth:`plan_relay`) and, with ``connect``, let it reach for the kernel."""
-        if self.relay is not None:
-            if connect:
-                self.relay.connect()
-            return
-        if self.relay_inner is None:
+    def start_relay(self) -> None:
+        if self.relay is not None or self.relay_inner is None:
             return
         assert self.ssh is not None
         from .control import ChannelRelay
@@ -435,7 +430,6 @@ class Launcher:
                 self.key,
                 str(self.connection.get("signature_scheme", "hmac-sha256")),
                 self.wake_w,
-                connect=connect,
             )
         except Exception as exc:  # a port taken: the channels go straight through the tunnel
             log.warning("cannot relay the kernel's channels (%s): the tunnel forwards the ports itself", exc)
