@@ -295,7 +295,8 @@ class ChannelRelay:
             self._back["control_port"].send_multipart(
                 [PROBE_IDENTITY, DELIM, sign(self.key, self.scheme, parts), *parts], zmq.NOBLOCK
             )
-        except zmq.Again:  # control is not connected yet
+        except zmq.Again:  # control is not connected yet: look again soon (not at once: the loop would spin)
+            self._next_probe = now + PROBE_AGAIN
             return
         self._probes = {i: t for i, t in self._probes.items() if now - t < 60}
         self._probes[msg_id] = now
