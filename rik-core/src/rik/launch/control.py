@@ -14,8 +14,8 @@ What this gives:
   to nobody, leaving the frontend waiting forever (or seeing a cell's idle without its output). The relay knows the
   subscription has arrived when the kernel publishes something for a probe of its own: a signed
   ``kernel_info_request`` on control (answered at once even while a cell runs), sent once IOPub is connected,
-  one at a time (the next when the last one was answered without its status seen, or after 1 s). Neither the probe's reply nor its IOPub messages reach a frontend. A kernel that never publishes for
-  a control request is trusted after a few replies, or 3 s. The relay's sockets towards the tunnel queue nothing
+  one at a time (see ``PROBE_AGAIN``). Neither the probe's reply nor its IOPub messages reach a frontend. A
+  kernel that never publishes for a control request is trusted after a few replies, or 3 s. The relay's sockets towards the tunnel queue nothing
   while their connection is down (``ZMQ_IMMEDIATE``): a request queued there would go out the moment that one
   channel is back, ahead of the subscription, and then once more from the relay.
 - **A request sent into a dead connection is sent again.** After the laptop wakes up, ssh still holds a
@@ -54,11 +54,10 @@ __all__ = ["RELAYED", "ChannelRelay", "inner_paths", "shutdown_kind", "sign"]
 DELIM = b"<IDS|MSG>"
 #: The channels the launcher relays (the heartbeat goes straight through the tunnel).
 RELAYED = ("shell_port", "control_port", "stdin_port", "iopub_port")
-#: Once IOPub is connected, how often the relay probes for its subscription, and when it trusts a kernel that
-#: answers its probes (or never does) without publishing anything for them.
-#: One probe at a time: the next goes PROBE_AGAIN after the last one's reply (its status was not seen), or
-#: PROBE_PATIENCE after it was sent (lost with a connection). A kernel still starting would answer every probe
-#: queued meanwhile at once, later; one at a time keeps that to one.
+#: The relay's probes for its subscription, one at a time: the next goes PROBE_AGAIN after the last one's reply
+#: (its status was not seen), or PROBE_PATIENCE after it was sent (lost with a connection); a kernel still starting
+#: would answer every probe queued meanwhile at once, later. A kernel that answers them without publishing
+#: anything for them (or never answers) is trusted after PROBE_TRUST_REPLIES replies or PROBE_TRUST_AFTER s.
 PROBE_AGAIN = 0.02
 PROBE_PATIENCE = 1.0
 PROBE_TRUST_AFTER = 3.0
@@ -88,10 +87,12 @@ def _monitor_event(frames: list[bytes]) -> dict[str, Any]:
 
 
 def sign(key: bytes, scheme: str, parts: list[bytes]) -> bytes:
-    """The Jupyter message signature of ``parts`` (header, parent, metadata, content) (pure; empty without a key)."""
-    if not key:
+    """The Jupyter message signature of ``parts`` (header, parent, metadata, content) (pure; empty without a key
+    or for a scheme this Python has no digest for: such a message is refused, never an error here)."""
+    digest = getattr(hashlib, scheme.split("-", 1)[-1], None)
+    if not key or digest is None:
         return b""
-    mac = hmac.new(key, digestmod=getattr(hashlib, scheme.split("-", 1)[-1]))
+    mac = hmac.new(key, digestmod=digest)
     for part in parts:
         mac.update(part)
     return mac.hexdigest().encode()
