@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from rik.launch.control import _ids, shutdown_kind
-from rik.launch.holder import client_command, render_attach, render_make
+from rik.launch.holder import PRELOAD_MAX, client_command, render_attach, render_make
 from rik.launch.protocol import parse_marker, split_lines
 from rik.launch.session import Session
 
@@ -125,6 +125,30 @@ def test_the_holder_keeps_its_client_between_connections_and_ends_with_it(tmp_pa
     _pump(gone, lambda: gone.state in ("gone", "lost"))
     gone.close()
     assert gone.state == "gone"
+
+
+def test_the_first_connection_carries_the_jobs_first_input_ahead_of_what_it_sends_later(tmp_path: Path) -> None:
+    """The bootstrap goes with the script that makes the holder (no round trip): into the fifo, ahead of anything
+    the connection writes, quotes and newlines intact, written by a builtin (never a program's argument)."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = _Reader()
+    session = Session(lambda: ["/bin/sh", "-s"], env, out)
+    # Like the bootstrap: one function and its call, so the shell has read all of it before it runs and reads
+    # what comes next with the builtin `read`.
+    first = """f() {\necho "first:'quoted' }{"\nwhile read -r a; do echo "got:$a"; [ "$a" = end ] && exit 4; done\n}\nf\n"""
+    client = client_command(["/bin/sh", "-s"], tty=False)
+    assert session.make(client, tty=False, preload=first)
+    assert not session.write(b"early\n")  # not attached yet: refused, as before
+    _pump(session, lambda: b"first:'quoted' }{" in out.data)  # the preload ran with nothing sent after it
+    assert session.write(b"one\nend\n")
+    _pump(session, lambda: session.held_exit is not None)
+    assert session.held_exit == 4 and b"got:one\ngot:end" in out.data
+    session.close()
+    big = "#" * (PRELOAD_MAX + 1)
+    assert "printf" not in render_make(client, tty=False, preload=big)
+    too_big = Session(lambda: ["/bin/true"], env, out)
+    assert not too_big.make(client, tty=False, preload=big)  # the launcher sends it once attached instead
+    too_big.close()
 
 
 def test_a_terminal_client_runs_under_script_with_echo_off() -> None:

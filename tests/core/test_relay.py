@@ -98,6 +98,16 @@ class Tunnel:
 
 
 @pytest.fixture
+def kernel() -> Iterator[KernelManager]:
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    try:
+        yield km
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
 def relayed() -> Iterator[tuple[BlockingKernelClient, Tunnel]]:
     km = KernelManager(kernel_name="python3")
     km.start_kernel()
@@ -111,7 +121,7 @@ def relayed() -> Iterator[tuple[BlockingKernelClient, Tunnel]]:
         tunnel = Tunnel(relay.inner, kernel_ports)
         tunnel.up()
         client = BlockingKernelClient()
-        client.load_connection_info({**info, **front, "hb_port": info["hb_port"]})
+        client.load_connection_info({**info, **front})
         client.start_channels()
         client.wait_for_ready(timeout=30)
         yield client, tunnel
@@ -214,3 +224,63 @@ def test_the_relays_own_probes_reach_no_frontend(relayed) -> None:
     for channel in (client.control_channel, client.shell_channel):  # the probes' replies come back on control
         with pytest.raises(queue.Empty):
             channel.get_msg(timeout=0.5)
+
+
+def _beats(port: int, timeout: float = 0.5) -> bool:
+    """One heartbeat, as a frontend sends it (a REQ socket): whether it comes back within ``timeout``."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.linger = 0
+    try:
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        sock.send(b"ping")
+        return bool(sock.poll(int(timeout * 1000))) and sock.recv() == b"ping"
+    finally:
+        sock.close(0)
+
+
+def test_a_frontend_connected_while_the_kernel_starts_hears_a_heartbeat_and_its_answer_once_it_is_up(kernel) -> None:
+    """The relay binds the frontend's ports before the kernel is up: the heartbeat says the kernel is coming, and
+    a ``kernel_info`` sent then is answered once the relay reaches the kernel (a frontend that finds the ports
+    listened on, as VS Code does, gives up on a kernel whose heartbeat is silent while it waits)."""
+    info = kernel.get_connection_info()
+    directory = Path(tempfile.mkdtemp(prefix="rik-relay-", dir="/tmp"))
+    front = {ch: _free_port() for ch in RELAYED}
+    relay = ChannelRelay(front, directory, info["key"].decode(), info["signature_scheme"], None, connect=False)
+    tunnel = Tunnel(relay.inner, {ch: int(info[ch]) for ch in RELAYED})
+    client = BlockingKernelClient()
+    try:
+        client.load_connection_info({**info, **front})
+        client.start_channels()
+        msg_id = client.kernel_info()
+        for _ in range(3):
+            assert _beats(front["hb_port"])  # answered by the relay: the kernel is not reached yet
+        with pytest.raises(queue.Empty):
+            client.get_shell_msg(timeout=0.5)
+        assert client.is_alive()  # jupyter_client's own heartbeat agrees
+        tunnel.up()
+        relay.connect()
+        reply = client.get_shell_msg(timeout=20)
+        assert reply["parent_header"]["msg_id"] == msg_id and reply["msg_type"] == "kernel_info_reply"
+        assert _beats(front["hb_port"], timeout=5)
+    finally:
+        client.stop_channels()
+        tunnel.down()
+        relay.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_once_the_kernel_is_up_only_the_kernel_answers_the_heartbeat(relayed) -> None:
+    """The tunnel down: no answer (the kernel is out of reach); back: the kernel's own answer again."""
+    client, tunnel = relayed
+    port = client.hb_port
+    assert _beats(port, timeout=5)
+    tunnel.down()
+    time.sleep(0.3)
+    assert not _beats(port, timeout=1.0)
+    tunnel.up()
+    deadline = time.monotonic() + 20
+    while not _beats(port):
+        assert time.monotonic() < deadline, "the heartbeat did not come back with the tunnel"

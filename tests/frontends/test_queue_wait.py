@@ -93,6 +93,8 @@ def test_a_kernel_queued_longer_than_kernel_info_timeout_is_not_declared_dead(ri
         time.sleep(KERNEL_INFO_TIMEOUT + 3)  # longer than the server waits for a kernel_info reply
         assert server.api("GET", f"/api/kernels/{kernel['id']}")["execution_state"] == "starting"
         assert slurm_jobs(cluster).get(job) == "PENDING"
+        # The provisioner's start still waits for the kernel (the launcher's relay already answers the heartbeat).
+        assert "rik: kernel ready" not in (tmp_path / "server.log").read_text()
 
         def release() -> None:  # the queue moves while the notebook is connecting
             cluster.run("rik-front", ["scancel", filler], user="rik2", timeout=30, check=True)
@@ -101,6 +103,7 @@ def test_a_kernel_queued_longer_than_kernel_info_timeout_is_not_declared_dead(ri
             server, kernel["id"], "import os, socket; print(socket.gethostname(), os.environ['SLURM_JOB_ID'])",
             on_connecting=release))
         assert out.split() == ["rik-c2", job]  # the only node of partition tiny
+        assert "rik: kernel ready" in (tmp_path / "server.log").read_text()
         assert server.api("GET", f"/api/kernels/{kernel['id']}")["execution_state"] in ("idle", "busy")
         server.api("DELETE", f"/api/kernels/{kernel['id']}")
         wait_until(lambda: job not in slurm_jobs(cluster), 30, what=f"job {job} to end")

@@ -206,10 +206,10 @@ def test_a_killed_tunnel_comes_back_and_the_kernel_keeps_its_state(rik, cluster,
     with started(name) as k:
         k.run("x = 'still here'")
         launcher = k.launcher_pid()
-        tunnels = [p for p in _children(launcher) if " -L 127.0.0.1:" in p[1]]
+        tunnels = [p for p in _children(launcher) if " rik-tunnel " in p[1]]
         assert len(tunnels) == 1, tunnels  # one ssh process carries all five channels
         os.kill(tunnels[0][0], 9)
-        wait_until(lambda: [p for p in _children(launcher) if " -L 127.0.0.1:" in p[1] and p[0] != tunnels[0][0]], 15, what="a new tunnel")
+        wait_until(lambda: [p for p in _children(launcher) if " rik-tunnel " in p[1] and p[0] != tunnels[0][0]], 15, what="a new tunnel")
         assert k.run("print(x)", timeout=60).strip() == "still here"
     assert_nothing_left(cluster)
 

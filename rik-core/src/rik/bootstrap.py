@@ -97,24 +97,26 @@ def render(spec: Bootstrap) -> str:
         'rik_d=$(mktemp -d "$rik_base/rik-XXXXXXXX" 2>/dev/null) || { rik_d=$rik_base/rik-$$-$(date +%s); mkdir -m 700 "$rik_d"; } || { echo "RIK-ERROR cannot create a private directory in $rik_base"; exit 1; }'
     )
     add('chmod 700 "$rik_d"')
+    # The host's name, asked once: every process a start forks slows down many kernels starting at once.
+    add("rik_host=$(hostname)")
     # Who owns this directory; and a janitor: directories of earlier kernels on this host whose bootstrap was
     # killed outright (a scheduler ending a job sends SIGKILL, so no trap runs) are removed.
-    add('echo "$$ $(hostname)" > "$rik_d/owner"')
+    add('echo "$$ $rik_host" > "$rik_d/owner"')
     add('for rik_o in "$rik_base"/rik-*/owner; do')
     add('  [ -f "$rik_o" ] && [ "${rik_o%/owner}" != "$rik_d" ] || continue')
     add('  read -r rik_op rik_oh < "$rik_o" 2>/dev/null || continue')
-    add('  [ "$rik_oh" = "$(hostname)" ] && ! kill -0 "$rik_op" 2>/dev/null && rm -rf "${rik_o%/owner}"')
+    add('  [ "$rik_oh" = "$rik_host" ] && ! kill -0 "$rik_op" 2>/dev/null && rm -rf "${rik_o%/owner}"')
     add("done")
     add("trap 'rm -rf \"$rik_d\"; exit 129' HUP")
     add("trap 'rm -rf \"$rik_d\"; exit 143' TERM")
     # When rik is gone its end of our output is too: a write then raises SIGPIPE, which must clean up as well.
     add("trap 'rm -rf \"$rik_d\"; exit 141' PIPE")
     job = f"${{{job_var}:-}}" if job_var else ""
-    add(f'echo "RIK-NODE $(hostname) {job} $rik_d"')
+    add(f'echo "RIK-NODE $rik_host {job} $rik_d"')
     # Working directory: --workdir, else the local one when it exists here, else home.
     if spec.workdir:
         add(
-            f'cd {_q(spec.workdir)} 2>/dev/null || {{ printf \'RIK-ERROR working directory %s does not exist on %s\\n\' {_q(spec.workdir)} "$(hostname)"; rm -rf "$rik_d"; exit 1; }}'
+            f'cd {_q(spec.workdir)} 2>/dev/null || {{ printf \'RIK-ERROR working directory %s does not exist on %s\\n\' {_q(spec.workdir)} "$rik_host"; rm -rf "$rik_d"; exit 1; }}'
         )
     elif spec.fallback_workdir:
         add(f"cd {_q(spec.fallback_workdir)} 2>/dev/null || cd")
@@ -227,7 +229,10 @@ def render(spec: Bootstrap) -> str:
         )
     # An earlier kernel's sockets (a restart in place) must not pass for the new kernel's.
     add('  rm -f "$rik_d/pid" "$rik_d/ready" "$rik_d"/k-[0-9]')
-    # Ready watcher: the kernel has bound its endpoints; then the connection file goes.
+    # Ready watcher: the kernel has bound its endpoints; then the connection file goes. It looks every 50 ms for
+    # the first second, every 0.1 s for the next three, then every 0.25 s (rik_t counts 50 ms steps, up to 60 s):
+    # a kernel usually is up within the first second, and 16 kernels starting at once on a small node otherwise
+    # fork a thousand `sleep`s each minute between them.
     add("  (")
     add("    rik_t=0")
     add("    while [ $rik_t -lt 1200 ]; do")
@@ -245,8 +250,11 @@ def render(spec: Bootstrap) -> str:
         add("      [ $rik_ok = 1 ] && break")
     else:
         add('      [ -s "$rik_d/pid" ] && break')
-    add("      sleep 0.05 2>/dev/null || sleep 1")
-    add("      rik_t=$((rik_t + 1))")
+    add(
+        "      if [ $rik_t -lt 20 ]; then rik_z=1 rik_zs=0.05; elif [ $rik_t -lt 80 ]; then rik_z=2 rik_zs=0.1; else rik_z=5 rik_zs=0.25; fi"
+    )
+    add("      sleep $rik_zs 2>/dev/null || sleep 1")
+    add("      rik_t=$((rik_t + rik_z))")
     add("    done")
     if spec.mode != "direct":
         add('    rm -f "$rik_cf"')

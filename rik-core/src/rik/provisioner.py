@@ -7,8 +7,10 @@ instead of its default one. It runs the same launcher as every rik kernelspec (t
 interrupts (signal or message), shutdown that ends the kernel and cancels the job, a launcher that cleans up
 whatever happens to it. What only a provisioner can add:
 
-- **A start that lasts as long as the queue.** The start returns once the job runs and the kernel answers its
-  heartbeat through the tunnel, not as soon as the launcher process exists. With jupyter_server's pending kernels
+- **A start that lasts as long as the queue.** The start returns once the job runs and the kernel answers a
+  ``kernel_info_request`` (on control, signed with its key) through the tunnel, not as soon as the launcher process
+  exists. (Not its heartbeat: the launcher's relay answers that itself while the kernel starts, see
+  rik.launch.control.) With jupyter_server's pending kernels
   (``use_pending_kernels``) the notebook opens at once and shows the kernel as starting while the job waits;
   ``kernel_info_timeout`` counts only from the moment the kernel runs, so a long queue wait never makes the kernel
   "dead" (docs/frontends.md).
@@ -44,7 +46,8 @@ from .kernelspecs import PROVISIONER_NAME
 
 __all__ = ["PROVISIONER_NAME", "RikProvisioner"]
 
-_PROBE_SECONDS = 1.0  # how long one heartbeat probe waits for its echo
+_PROBE_SECONDS = 1.0  # how often the wait for the kernel looks at the launcher and at a cancelled start
+_ASK_FIRST, _ASK_MOST = 1.0, 30.0  # kernel_info asked again after 1 s, 2 s, 4 s… at most every 30 s
 _SHUTDOWN_SECONDS = 20.0  # at least this long before jupyter_client kills a launcher that is still cleaning up
 
 
@@ -109,11 +112,27 @@ class RikProvisioner(LocalProvisioner):
         self._pump.start()
 
     async def _until_ready(self) -> None:
+        """Until the kernel answers ``kernel_info`` on control. The relay holds a request until the kernel is up (a
+        queued job: hours), so it is asked again only seldom; without the relay, a request can be lost in a tunnel
+        that connected before the kernel was there."""
+        from jupyter_client.session import Session
+
         info = self.connection_info
-        transport, ip, port = info.get("transport", "tcp"), info.get("ip", "127.0.0.1"), info["hb_port"]
+        transport, ip, port = info.get("transport", "tcp"), info.get("ip", "127.0.0.1"), info["control_port"]
         url = f"tcp://{ip}:{port}" if transport == "tcp" else f"ipc://{ip}-{port}"
+        key = info.get("key") or b""
+        session = Session(
+            key=key.encode() if isinstance(key, str) else bytes(key),
+            signature_scheme=str(info.get("signature_scheme") or "hmac-sha256"),
+        )
         context = zmq.asyncio.Context()
+        sock = context.socket(zmq.DEALER)
+        sock.linger = 0
+        loop = asyncio.get_running_loop()
+        asked: set[str] = set()
+        next_ask, every = 0.0, _ASK_FIRST
         try:
+            sock.connect(url)
             while True:
                 status = self.process.poll() if self.process is not None else 0
                 if status is not None:
@@ -122,12 +141,19 @@ class RikProvisioner(LocalProvisioner):
                     await self._abandon()
                     # Cancelled, not failed: jupyter_client has nothing to report (its ready future is cancelled).
                     raise asyncio.CancelledError("the kernel was shut down before it started; its job is cancelled")
-                if await _heartbeat(context, url):
+                if loop.time() >= next_ask:
+                    request = session.msg("kernel_info_request")
+                    await sock.send_multipart(session.serialize(request))
+                    asked.add(request["header"]["msg_id"])
+                    next_ask, every = loop.time() + every, min(every * 2, _ASK_MOST)
+                answered = await sock.poll(int(_PROBE_SECONDS * 1000))
+                if answered and _answers(session, await sock.recv_multipart(), asked):
                     return
         except asyncio.CancelledError:
             await self._abandon()
             raise
         finally:
+            sock.close(linger=0)
             context.destroy(linger=0)
 
     def _start_cancelled(self) -> bool:
@@ -188,19 +214,14 @@ def _detached_key(notebook: str) -> str | None:
     return None
 
 
-async def _heartbeat(context: zmq.asyncio.Context, url: str) -> bool:
-    """One echo on the kernel's heartbeat channel: True once the kernel is there through the tunnel."""
-    sock = context.socket(zmq.REQ)
-    sock.linger = 0
+def _answers(session: Any, frames: list[bytes], asked: set[str]) -> bool:
+    """Whether ``frames`` are a validly signed reply to one of the requests ``asked``."""
     try:
-        sock.connect(url)
-        await sock.send(b"rik-provisioner")
-        if await sock.poll(int(_PROBE_SECONDS * 1000)):
-            await sock.recv()
-            return True
+        _, parts = session.feed_identities(frames)
+        reply = session.deserialize(parts)
+    except Exception:  # not a Jupyter message, or not signed with the kernel's key
         return False
-    finally:
-        sock.close(linger=0)
+    return reply.get("parent_header", {}).get("msg_id") in asked
 
 
 def _strip_prefix(line: str) -> str:

@@ -3,8 +3,18 @@
 The launcher binds the frontend's shell, control, stdin (ZeroMQ ROUTER) and IOPub (XPUB) ports on 127.0.0.1 and
 relays every message, unchanged, to the kernel's sockets through the tunnel (DEALER and XSUB sockets connected to
 Unix sockets in rik's private runtime directory, which the tunnel forwards to the kernel's endpoints). Routing
-identities travel as ZeroMQ's extended request-reply envelope, which kernels echo back. The heartbeat is not
-relayed: it goes through the tunnel as it is, so it still says whether the *kernel* answers.
+identities travel as ZeroMQ's extended request-reply envelope, which kernels echo back.
+
+The frontend's ports are bound as soon as the launcher has started the kernel's session, so frontends connect and
+subscribe while the kernel starts, as to a local kernel's ports, and their first ``kernel_info`` is answered the
+moment the kernel can (a frontend that finds nothing listening retries its connection only every 0.1 s). The
+relay reaches for the kernel once it is up (:meth:`ChannelRelay.connect`): a socket retrying a path that is not
+there yet backs off, and would be late. The heartbeat is relayed too, and says what a frontend needs to know:
+while the kernel starts (the launcher lives and the kernel is coming), the relay answers it itself; once the
+kernel is up, only the kernel answers (each ping goes through the tunnel to the kernel's own heartbeat, and none
+is answered while the tunnel is down). A client that connects to ports it finds listened on (VS Code, ``jupyter
+console --existing``) asks the heartbeat whether the kernel lives when its first ``kernel_info`` waits a second,
+and gives up on a kernel that does not answer.
 
 What this gives:
 
@@ -52,8 +62,8 @@ from .logs import log
 __all__ = ["RELAYED", "ChannelRelay", "inner_paths", "shutdown_kind", "sign"]
 
 DELIM = b"<IDS|MSG>"
-#: The channels the launcher relays (the heartbeat goes straight through the tunnel).
-RELAYED = ("shell_port", "control_port", "stdin_port", "iopub_port")
+#: The channels the launcher relays: all five (the heartbeat as described in the module's doc).
+RELAYED = ("shell_port", "control_port", "stdin_port", "iopub_port", "hb_port")
 #: The relay's probes for its subscription, one at a time: the next goes PROBE_AGAIN after the last one's reply
 #: (its status was not seen), or PROBE_PATIENCE after it was sent (lost with a connection); a kernel still starting
 #: would answer every probe queued meanwhile at once, later. A kernel that answers them without publishing
@@ -100,7 +110,7 @@ def sign(key: bytes, scheme: str, parts: list[bytes]) -> bytes:
 
 def inner_paths(directory: Path) -> dict[str, Path]:
     """Where the tunnel puts the kernel's relayed channels: Unix sockets in rik's private runtime directory."""
-    short = {"shell_port": "sh", "control_port": "co", "stdin_port": "in", "iopub_port": "io"}
+    short = {"shell_port": "sh", "control_port": "co", "stdin_port": "in", "iopub_port": "io", "hb_port": "hb"}
     return {ch: directory / f"z{os.getpid()}{short[ch]}.sock" for ch in RELAYED}
 
 
@@ -135,7 +145,10 @@ def shutdown_kind(frames: list[bytes], key: bytes, scheme: str = "hmac-sha256") 
 class ChannelRelay:
     """Binds ``ports`` (channel -> 127.0.0.1 port) and relays them to Unix sockets ``inner[channel]`` in a thread."""
 
-    def __init__(self, ports: dict[str, int], directory: Path, key: str, scheme: str, wake: int | None) -> None:
+    def __init__(
+        self, ports: dict[str, int], directory: Path, key: str, scheme: str, wake: int | None, *, connect: bool = True
+    ) -> None:
+        """Bind the frontend's ports now; reach for the kernel now, or (``connect=False``) on :meth:`connect`."""
         import zmq
 
         self.key = key.encode()
@@ -149,12 +162,10 @@ class ChannelRelay:
         self._front: dict[str, Any] = {}
         self._back: dict[str, Any] = {}
         try:
-            for ch in ("shell_port", "control_port", "stdin_port"):
+            for ch in ("shell_port", "control_port", "stdin_port", "hb_port"):
                 front = self._socket(zmq.ROUTER)
                 front.bind(f"tcp://127.0.0.1:{ports[ch]}")
-                back = self._socket(zmq.DEALER)
-                back.connect(f"ipc://{self.inner[ch]}")
-                self._front[ch], self._back[ch] = front, back
+                self._front[ch], self._back[ch] = front, self._socket(zmq.DEALER)
             front = self._socket(zmq.XPUB)
             front.bind(f"tcp://127.0.0.1:{ports['iopub_port']}")
             back = self._socket(zmq.XSUB)
@@ -162,7 +173,6 @@ class ChannelRelay:
             # and XSUB sends it again on every reconnection, ahead of anything else.
             back.send(b"\x01")
             self._monitor = back.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
-            back.connect(f"ipc://{self.inner['iopub_port']}")
             self._front["iopub_port"], self._back["iopub_port"] = front, back
         except zmq.ZMQError:
             self._close_sockets()
@@ -179,6 +189,10 @@ class ChannelRelay:
         self._session = uuid.uuid4().hex
         # close() wakes the thread through this pipe: a launcher's exit (a shutdown, a restart) never waits out a poll.
         self._stop_r, self._stop_w = os.pipe()
+        self._connected = False  # the sockets towards the tunnel are connected (the kernel is up)
+        self._heard_kernel = False  # a heartbeat came back from the kernel itself
+        if connect:
+            self._connect_back()
         self._thread = threading.Thread(target=self._run, name="rik-relay", daemon=True)
         self._thread.start()
 
@@ -193,6 +207,33 @@ class ChannelRelay:
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
         return sock
+
+    def connect(self) -> None:
+        """Reach for the kernel (it is up): the relay's thread connects its sockets towards the tunnel."""
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"c")
+
+    def _connect_back(self) -> None:
+        if not self._connected:
+            self._connected = True
+            for ch, sock in self._back.items():
+                sock.connect(f"ipc://{self.inner[ch]}")
+
+    def _heartbeat(self, frames: list[bytes]) -> None:
+        """A frontend's ping: to the kernel once it is up; answered here while it starts, and until the kernel's
+        own heartbeat is reachable once (a ping dropped then would tell a frontend that waits for its first
+        ``kernel_info`` that the kernel died). Once the kernel has answered, a ping the tunnel cannot take now is
+        not answered: the frontend learns the kernel is out of reach."""
+        import zmq
+
+        if self._connected:
+            try:
+                self._back["hb_port"].send_multipart(frames, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                if self._heard_kernel:
+                    return
+        self._front["hb_port"].send_multipart(frames)
 
     def _wake(self) -> None:
         if self.wake is not None:
@@ -221,7 +262,9 @@ class ChannelRelay:
                     wait = max(0, min(wait, int((self._next_probe - time.monotonic()) * 1000) + 1))
                 events = dict(poller.poll(wait))
                 if self._stop_r in events:
-                    break
+                    if b"x" in os.read(self._stop_r, 64) or self._stop.is_set():
+                        break
+                    self._connect_back()
                 if self._monitor in events:
                     self._on_monitor(_monitor_event(self._monitor.recv_multipart()))
                 if self._probing is not None:
@@ -233,7 +276,13 @@ class ChannelRelay:
                         continue
                     ch, side = owner[sock]
                     frames = sock.recv_multipart()
-                    if side == "back":
+                    if ch == "hb_port":
+                        if side == "back":
+                            self._heard_kernel = True
+                            self._front[ch].send_multipart(frames)
+                        else:
+                            self._heartbeat(frames)
+                    elif side == "back":
                         if self._own(ch, frames):
                             continue
                         self._acknowledged(ch, frames)

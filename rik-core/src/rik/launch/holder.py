@@ -40,12 +40,23 @@ def client_command(argv: tuple[str, ...] | list[str], *, tty: bool) -> str:
     return f"exec script -qfec {_q(inner)} /dev/null"
 
 
-def _attach_lines(offset: int) -> list[str]:
-    return [
+#: The most a first connection carries for the job's input itself (see :func:`render_make`): well under a fifo's
+#: capacity, so that writing it never waits for a job that does not read yet.
+PRELOAD_MAX = 32768
+
+
+def _attach_lines(offset: int, preload: str | None = None) -> list[str]:
+    lines = [
         '[ -p "$rik_h/in" ] || { echo "RIK-GONE"; exit 3; }',
         # Read-write: opening never blocks, whether or not the holder is still reading.
         'exec 5<>"$rik_h/in"',
         'echo $$ > "$rik_h/attached"',
+    ]
+    if preload:
+        # The shell's builtin printf: what it writes is never a command line, and the fifo stores nothing.
+        lines.append(f"printf '%s' {_q(preload)} >&5")
+    return [
+        *lines,
         'echo "RIK-ATTACHED"',
         f'tail -c +{int(offset) + 1} -f "$rik_h/out" 2>/dev/null &',
         "rik_t=$!",
@@ -55,8 +66,13 @@ def _attach_lines(offset: int) -> list[str]:
     ]
 
 
-def render_make(client: str, *, tty: bool, window: float | None = None) -> str:
+def render_make(client: str, *, tty: bool, window: float | None = None, preload: str | None = None) -> str:
     """Make the holder for the shell command ``client`` (see :func:`client_command`), then attach to it.
+
+    With ``preload`` (at most :data:`PRELOAD_MAX` bytes): the job's first input, written into the holder's fifo by
+    this very script, ahead of anything the connection sends. The launcher would otherwise have to wait for
+    ``RIK-ATTACHED`` before sending it, a round trip through the whole chain: the shell that reads this script
+    (``/bin/sh -s``) may read ahead, and whatever follows the script in its input could be taken for more script.
 
     With ``window``: a job that has not started its kernel yet (still queued) and that no connection has been
     attached to for that many seconds is given up: its client is ended (which withdraws the job from the queue
@@ -96,7 +112,7 @@ def render_make(client: str, *, tty: bool, window: float | None = None) -> str:
         # The bootstraps' janitor removes rik-* directories whose owner is dead: the holder owns this one.
         'echo "$! $(hostname)" > "$rik_h/owner"',
         'echo "RIK-HOLD $rik_h $!"',
-        *_attach_lines(0),
+        *_attach_lines(0, preload if preload and len(preload.encode()) <= PRELOAD_MAX else None),
         "}",
         "rik_hold",
     ]

@@ -182,7 +182,12 @@ class Launcher:
             self.session.direct(list(self.request.command))
             self.send_bootstrap()
         else:
-            self.session.make(self.client_command(), tty=self.command.tty, window=self.config.grace)
+            # A client that reads its input from the start (not a terminal waiting for a prompt): the bootstrap
+            # goes with the script that makes the holder, not one round trip later.
+            preload = None if self.command.tty else self.bootstrap_script()
+            client = self.client_command()
+            if self.session.make(client, tty=self.command.tty, window=self.config.grace, preload=preload):
+                self.bootstrap_sent = True
             self.plan_relay()  # after the session's ssh has started: zmq's import is not on its path
 
     def adopt_kernel(self) -> bool:
@@ -401,11 +406,11 @@ class Launcher:
         return self.tunnel
 
     def plan_relay(self) -> None:
-        """Whether the launcher will relay the frontend's channels (see :mod:`.control`): where the kernel has a
-        tunnel. The tunnel forwards the kernel's channels to the relay's sockets from the start; the relay binds
-        the frontend's ports once the kernel is up, see :meth:`start_relay`. Not before: VS Code takes ports that
-        are listened on for a kernel that is up, connects, and asks the heartbeat (which only the kernel answers)
-        whether it lives when its first ``kernel_info`` is not answered within a second."""
+        """Whether the launcher relays the frontend's channels (see :mod:`.control`): where the kernel has a
+        tunnel. The relay binds the frontend's ports now, while the kernel starts, so that frontends connect and
+        subscribe meanwhile (and their heartbeat is answered: the kernel is coming); the tunnel forwards the
+        kernel's channels to the relay's sockets, and the relay connects to them once the kernel is up
+        (:meth:`start_relay`). A port it cannot bind leaves the channels to the tunnel alone."""
         if self.local or self.mode == "direct" or self.ssh is None:
             return
         try:
@@ -415,9 +420,15 @@ class Launcher:
         except ImportError:
             return
         self.relay_inner = inner_paths(self.ssh.dir)
+        self.start_relay(connect=False)
 
-    def start_relay(self) -> None:
-        if self.relay is not None or self.relay_inner is None:
+    def start_relay(self, *, connect: bool = True) -> None:
+        """Bind the relay (see :meth:`plan_relay`) and, with ``connect``, let it reach for the kernel."""
+        if self.relay is not None:
+            if connect:
+                self.relay.connect()
+            return
+        if self.relay_inner is None:
             return
         assert self.ssh is not None
         from .control import ChannelRelay
@@ -430,6 +441,7 @@ class Launcher:
                 self.key,
                 str(self.connection.get("signature_scheme", "hmac-sha256")),
                 self.wake_w,
+                connect=connect,
             )
         except Exception as exc:  # a port taken: the channels go straight through the tunnel
             log.warning("cannot relay the kernel's channels (%s): the tunnel forwards the ports itself", exc)
