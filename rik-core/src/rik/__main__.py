@@ -10,7 +10,7 @@ def _run() -> int:
         from .cli import main as cli_main
 
         return cli_main(sys.argv[1:])
-    from .launcher import main
+    from .launch.entry import main
 
     return main()
 

@@ -100,7 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = connection.get("key")
     if isinstance(key, str) and key:
         redact.secrets.append(key)
-    from .launcher import Launcher, find_adoptable, find_session
+    early = _early_session(config)
+    try:
+        from .launcher import Launcher, find_adoptable, find_session
+    except BaseException:
+        _drop(early)
+        raise
 
     try:
         adopt = None
@@ -112,8 +117,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The notebook's kernel from before a Jupyter server restart (the provisioner gave us its key).
             adopt = find_session(session_name, str(key or ""))
             reattach = adopt is not None
-        launcher = Launcher(config, path, connection, adopt=adopt, reattach=reattach)
+        launcher = Launcher(config, path, connection, adopt=adopt, reattach=reattach, early=early)
     except RikError as exc:
+        _drop(early)
         log.error("%s", exc)
         return 2
+    except BaseException:
+        _drop(early)
+        raise
     return launcher.run()
+
+
+def _early_session(config: KernelConfig) -> tuple[Any, Any] | None:
+    """The ssh transport, and the session's ssh already started when the submit host's master is up.
+
+    The session's ssh only opens a channel on the master and starts ``/bin/sh -s``: it needs no plugin. Started
+    here, before the launcher loads pluggy, the plugin and the relay (~50 ms), it is ready when the launcher writes
+    the holder's script into it (a round trip through the chain sooner: ~47 ms on the test chain). Without a master
+    (a cold start) the launcher starts the session itself, behind the one login per host (rik.sshlogin)."""
+    submit = config.endpoint()
+    if submit is None:
+        return None
+    from ..ssh import SSHSettings, SSHTransport
+    from ..sshlogin import master_up
+    from .proc import Proc
+
+    try:
+        ssh = SSHTransport(
+            SSHSettings(ssh_config=config.ssh_config, host_keys=config.host_keys, askpass=config.askpass)
+        )
+        control = ssh.control_path(submit)
+        if control is None or not master_up(control):
+            return ssh, None
+        # persist=False: with its master up this ssh makes none (what a job's submit host needs, were it to).
+        argv = ssh.command(submit, config.chain(), ["/bin/sh", "-s"], persist=False)
+        return ssh, Proc(argv, tty=False, env=ssh.env(), name="session")
+    except (RikError, OSError):
+        return None  # the launcher meets it again, and says so
+
+
+def _drop(early: tuple[Any, Any] | None) -> None:
+    """An early session the launcher did not take over: ended (its remote shell sees the end of its input)."""
+    if early is not None and early[1] is not None:
+        early[1].close_input()
+        early[1].stop(1.0)

@@ -56,7 +56,10 @@ class Launcher:
         plugins: PluginHost | None = None,
         adopt: KernelState | None = None,
         reattach: bool = False,
+        early: tuple[SSHTransport | None, Any] | None = None,
     ) -> None:
+        """``early``: the ssh transport, and a session's ssh already started for it (see ``entry._early_session``)."""
+        early_ssh, early_proc = early if early is not None else (None, None)
         self.config = config
         self.connection_file = connection_file
         self.connection = connection
@@ -72,7 +75,7 @@ class Launcher:
         self.chain = config.chain()
         self.ssh: SSHTransport | None = None
         if not self.local:
-            self.ssh = SSHTransport(
+            self.ssh = early_ssh or SSHTransport(
                 SSHSettings(ssh_config=config.ssh_config, host_keys=config.host_keys, askpass=config.askpass)
             )
         self.key = str(connection.get("key", ""))
@@ -109,6 +112,12 @@ class Launcher:
         self.relay: Any = None
         self.relay_inner: dict[str, Path] | None = None
         self.session = Session(self._session_argv, self.ssh.env() if self.ssh else dict(os.environ), self.on_output)
+        if early_proc is not None:
+            if self.local or self.submit is None:
+                early_proc.close_input()
+                early_proc.stop(1.0)
+            else:
+                self.session.preset(early_proc)
         self.tunnel: Tunnel | None = None
         name = adopt.name if adopt is not None else Path(connection_file).stem
         self.record = KernelState(

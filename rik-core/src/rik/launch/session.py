@@ -44,6 +44,11 @@ class Session:
         self._pre = b""
         self._post_lines = b""
         self.direct_mode = False
+        self._preset: Proc | None = None
+
+    def preset(self, proc: Proc) -> None:
+        """The next connection's process, already started (``/bin/sh -s`` through ssh, waiting for its script)."""
+        self._preset = proc
 
     # -- connecting ------------------------------------------------------------------------------------------
     def make(self, client: str, *, tty: bool, window: float | None = None, preload: str | None = None) -> bool:
@@ -55,6 +60,7 @@ class Session:
 
     def direct(self, argv: list[str]) -> None:
         """No holder (a kernel on this machine): ``argv`` reads the bootstrap itself, and its end is the end."""
+        self.drop_preset()
         self.proc = Proc(argv, tty=False, env=self._env, name="kernel")
         self.state = "attached"
         self.attached_once = True
@@ -67,7 +73,7 @@ class Session:
     def _start(self, script: str) -> None:
         self._pre = b""
         self.tail = []
-        self.proc = Proc(self._argv(), tty=False, env=self._env, name="session")
+        self.proc, self._preset = self._preset or Proc(self._argv(), tty=False, env=self._env, name="session"), None
         self.state = "connecting"
         if not self.proc.write(script.encode()):
             self.state = "lost"
@@ -171,8 +177,15 @@ class Session:
         log.info("reconnecting to the kernel (attempt %d)", self.attempts)
         self.attach()
 
+    def drop_preset(self) -> None:
+        if self._preset is not None:
+            self._preset.close_input()
+            self._preset.stop(1.0)
+            self._preset = None
+
     def close(self) -> None:
         """End this connection (the holder, the job and the kernel carry on)."""
+        self.drop_preset()
         if self.proc is not None:
             self.proc.close_input()
             deadline = time.monotonic() + 1.0
