@@ -84,7 +84,6 @@ def render_make(client: str, *, tty: bool, window: float | None = None, preload:
         "rik_base=${TMPDIR:-/tmp}",
         "[ ${#rik_base} -gt 60 ] && rik_base=/tmp",
         'rik_h=$(mktemp -d "$rik_base/rik-h-XXXXXXXX" 2>/dev/null) || { rik_h=$rik_base/rik-h-$$-$(date +%s); mkdir -m 700 "$rik_h"; } || { echo "RIK-ERROR cannot create a private directory in $rik_base"; exit 1; }',
-        'chmod 700 "$rik_h"',
         'mkfifo "$rik_h/in" || { echo "RIK-ERROR cannot create a fifo in $rik_h"; rm -rf "$rik_h"; exit 1; }',
         ': > "$rik_h/out"',
     ]
