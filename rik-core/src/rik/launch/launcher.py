@@ -756,6 +756,9 @@ class Launcher:
     def teardown(self) -> None:
         if self.relay is not None:
             self.relay.close()
+        if self.outcome == "park" and self.relay_inner is not None:
+            self.let_go()
+            return
         if self.tunnel is not None:
             self.tunnel.stop()
         if self.outcome in ("park", "detach"):
@@ -795,6 +798,19 @@ class Launcher:
             self.save_state()
             return
         self.record.remove()
+
+    def let_go(self) -> None:
+        """A parked job (a restart in place): the next launcher starts only once this one has exited, so nothing
+        here waits on the network. The record is saved first (the next launcher adopts the job from it). The
+        tunnel's ssh and the session's end with their input; the shell around the tunnel's ssh then cancels its
+        forwards itself (the relay's sockets are this launcher's own, so the next tunnel never waits for them)."""
+        self.record.status = "parked"
+        self.record.park_until = time.time() + self.park_seconds
+        self.record.last_contact = time.time()
+        self.save_state()
+        if self.tunnel is not None and self.tunnel.proc is not None:
+            self.tunnel.proc.close_input()
+        self.session.let_go()
 
     def wait_for_end(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

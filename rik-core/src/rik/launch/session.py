@@ -195,5 +195,12 @@ class Session:
             self.proc.popen.wait()  # reaped, whatever happened above
             self.proc = None
 
+    def let_go(self) -> None:
+        """End this connection without waiting for it (the launcher exits next: the session's ssh, whose parent-death
+        signal is TERM, ends with it; the holder, the job and the kernel carry on)."""
+        self.drop_preset()
+        if self.proc is not None:
+            self.proc.close_input()
+
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
