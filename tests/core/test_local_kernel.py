@@ -38,7 +38,7 @@ def test_local_kernel_end_to_end(rik, jupyter_home: Path, other_env: Path) -> No
         launcher = k.launcher_pid()
         assert launcher and pid_alive(launcher) and pid_alive(kernel_pid)
         k.run("x = 41")
-        assert k.interrupt_sleep() == "KeyboardInterrupt"
+        assert k.interrupt_sleep(again=True) == "KeyboardInterrupt"  # message mode: straight to ipykernel
         assert k.run("print(x + 1)").strip() == "42"  # the kernel survived the interrupt
         k.restart()
         assert k.run("print('x' in globals())").strip() == "False"
