@@ -9,6 +9,7 @@ import os
 import pwd
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,36 @@ from .hosts import (
 )
 
 IPYKERNEL_STATE = (".ipython", ".local", ".cache", ".config", ".jupyter")
+
+
+class QueueWatch:
+    """The kernel's jobs polled from the shutdown request on, in a thread, every 0.05 s: when they leave the queue,
+    as the cancel floor polls from its ``scancel``/``qdel`` (not once the launcher and every process are gone)."""
+
+    def __init__(self, bench: Bench, scheduler: str, ours: set[str], t0: float) -> None:
+        self.bench, self.scheduler, self.ours, self.t0 = bench, scheduler, ours, t0
+        self.gone: float | None = None
+        self.jobs: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="queue-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            jobs = [j for j in self.bench.queue(self.scheduler) if not self.ours or j.split()[0] in self.ours]
+            if not jobs:
+                self.gone = time.perf_counter() - self.t0
+                return
+            self.jobs = jobs
+            time.sleep(0.05)
+
+    def result(self, within: float) -> tuple[float | None, list[str]]:
+        """Seconds from the request to the queue without the kernel's jobs, or None and the jobs still there
+        ``within`` seconds after the request."""
+        self._thread.join(max(0.0, self.t0 + within - time.perf_counter()))
+        self._stop.set()
+        self._thread.join()
+        return self.gone, ([] if self.gone is not None else self.jobs)
 
 
 class Bench:
@@ -226,6 +257,7 @@ class Bench:
         for host, procs in fp.remote.items():
             watch.update({pid: f"{host}: {cmd}" for pid, cmd in procs.items() if not cmd.startswith("sshd:")})
         t0 = time.perf_counter()
+        watch_queue = QueueWatch(self, c.scheduler, set(jobs_in(log_path)), t0) if c.scheduler else None
         kc.stop_channels()
         km.shutdown_kernel(now=False)
         returned = time.perf_counter() - t0
@@ -246,18 +278,11 @@ class Bench:
             if key and key in (self.home / ".bash_history").read_text(errors="replace"):
                 left.append(f"the kernel's key in {self.home / '.bash_history'}")
         queue_gone = None
-        if c.scheduler:
-            ours = set(jobs_in(log_path))
-            while True:
-                jobs = [j for j in self.queue(c.scheduler) if not ours or j.split()[0] in ours]
-                if not jobs:
-                    queue_gone = time.perf_counter() - t0
-                    break
-                if time.perf_counter() - t0 > (15 if patient else 2):
-                    left.append(f"{c.scheduler} job(s) still queued: {'; '.join(jobs)}")
-                    self.cancel(c.scheduler, [j.split()[0] for j in jobs])
-                    break
-                time.sleep(0.05)
+        if c.scheduler and watch_queue is not None:
+            queue_gone, jobs = watch_queue.result(15 if patient else 2)
+            if jobs:
+                left.append(f"{c.scheduler} job(s) still queued: {'; '.join(jobs)}")
+                self.cancel(c.scheduler, [j.split()[0] for j in jobs])
             # Files the job's node left (e.g. SGE's per-job TMPDIR) are gone once the job left the queue.
             left = [item for item in left if not item.startswith(("file", "directory"))]
             left += [self.describe_file(path, key) for path in sorted(self.files() - world.files_before)]
