@@ -45,6 +45,11 @@ def client_command(argv: tuple[str, ...] | list[str], *, tty: bool) -> str:
 PRELOAD_MAX = 32768
 
 
+def carries(preload: str | None) -> bool:
+    """Whether a first connection carries ``preload`` (see :func:`render_make`)."""
+    return bool(preload) and len(str(preload).encode()) <= PRELOAD_MAX
+
+
 def _attach_lines(offset: int, preload: str | None = None) -> list[str]:
     lines = [
         '[ -p "$rik_h/in" ] || { echo "RIK-GONE"; exit 3; }',
@@ -111,7 +116,7 @@ def render_make(client: str, *, tty: bool, window: float | None = None, preload:
         # The bootstraps' janitor removes rik-* directories whose owner is dead: the holder owns this one.
         'echo "$! $(hostname)" > "$rik_h/owner"',
         'echo "RIK-HOLD $rik_h $!"',
-        *_attach_lines(0, preload if preload and len(preload.encode()) <= PRELOAD_MAX else None),
+        *_attach_lines(0, preload if carries(preload) else None),
         "}",
         "rik_hold",
     ]

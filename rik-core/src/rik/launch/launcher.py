@@ -113,11 +113,7 @@ class Launcher:
         self.relay_inner: dict[str, Path] | None = None
         self.session = Session(self._session_argv, self.ssh.env() if self.ssh else dict(os.environ), self.on_output)
         if early_proc is not None:
-            if self.local or self.submit is None:
-                early_proc.close_input()
-                early_proc.stop(1.0)
-            else:
-                self.session.preset(early_proc)
+            self.session.preset(early_proc)  # a kernel on this machine drops it (Session.direct)
         self.tunnel: Tunnel | None = None
         name = adopt.name if adopt is not None else Path(connection_file).stem
         self.record = KernelState(
@@ -756,13 +752,20 @@ class Launcher:
     def teardown(self) -> None:
         if self.relay is not None:
             self.relay.close()
-        if self.outcome == "park" and self.relay_inner is not None:
-            self.let_go()
-            return
-        if self.tunnel is not None:
+        # A parked job (a restart in place): the next launcher starts only once this one has exited, so nothing
+        # here waits on the network. The tunnel's and the session's ssh end with their input; the shell around the
+        # tunnel's ssh cancels its forwards itself (the relay's sockets are this launcher's own, so the next tunnel
+        # never waits for them; without the relay it forwards the frontend's ports, and those must be free first).
+        quick = self.outcome == "park" and self.relay_inner is not None
+        if self.tunnel is not None and quick:
+            self.tunnel.let_go()
+        elif self.tunnel is not None:
             self.tunnel.stop()
         if self.outcome in ("park", "detach"):
-            self.session.close()
+            if quick:
+                self.session.let_go()
+            else:
+                self.session.close()
             if self.outcome == "park":
                 self.record.status = "parked"
                 self.record.park_until = time.time() + self.park_seconds
@@ -798,19 +801,6 @@ class Launcher:
             self.save_state()
             return
         self.record.remove()
-
-    def let_go(self) -> None:
-        """A parked job (a restart in place): the next launcher starts only once this one has exited, so nothing
-        here waits on the network. The record is saved first (the next launcher adopts the job from it). The
-        tunnel's ssh and the session's end with their input; the shell around the tunnel's ssh then cancels its
-        forwards itself (the relay's sockets are this launcher's own, so the next tunnel never waits for them)."""
-        self.record.status = "parked"
-        self.record.park_until = time.time() + self.park_seconds
-        self.record.last_contact = time.time()
-        self.save_state()
-        if self.tunnel is not None and self.tunnel.proc is not None:
-            self.tunnel.proc.close_input()
-        self.session.let_go()
 
     def wait_for_end(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -54,9 +54,8 @@ class Session:
     def make(self, client: str, *, tty: bool, window: float | None = None, preload: str | None = None) -> bool:
         """Make the holder for the shell command ``client`` and attach to it; with ``preload``, the job's first
         input goes with it (see :func:`.holder.render_make`). Whether ``preload`` did."""
-        carried = bool(preload) and len(str(preload).encode()) <= holder.PRELOAD_MAX
-        self._start(holder.render_make(client, tty=tty, window=window, preload=preload if carried else None))
-        return carried
+        self._start(holder.render_make(client, tty=tty, window=window, preload=preload))
+        return holder.carries(preload)
 
     def direct(self, argv: list[str]) -> None:
         """No holder (a kernel on this machine): ``argv`` reads the bootstrap itself, and its end is the end."""

@@ -106,6 +106,11 @@ class Tunnel:
             self.proc.stop(1.0)
             self.proc = None
 
+    def let_go(self) -> None:
+        """Close the tunnel's input and wait for nothing: its ssh ends, then its shell cancels the forwards."""
+        if self.proc is not None:
+            self.proc.close_input()
+
     def stop(self) -> None:
         self._end()
         if self.forwarded:
