@@ -188,10 +188,21 @@ class SSHTransport:
             return argv
         login = [*self.base(), *self.persist(persist), "-T", "-N", "-f", *self.destination(target, chain)]
         locks = [str(self._lock(hop)) for hop in (*chain, target)]
-        spec = json.dumps({"control": path, "locks": locks, "login": login})
+        spec = json.dumps({"control": path, "locks": locks, "login": login, "wake": self.wake(chain)})
         from . import sshlogin
 
         return [sys.executable, "-I", "-S", str(Path(sshlogin.__file__)), spec, *argv]
+
+    def wake(self, chain: Sequence[Endpoint]) -> list[list[str]]:
+        """ssh argv that run one short session on each jump host's master, riding it (never logging in).
+
+        sshd turns TCP_NODELAY on for a connection only when a session starts on it, and a jump host's connection
+        carries only the forwarding of the next hop's, so without a session every small packet it passes back
+        waits for the delayed ACK of the one before: ~44 ms per round trip through the chain, against ~3 ms with
+        one. The session runs ``exit`` in the user's shell (not a login shell); where a gateway allows no
+        session, it fails and nothing else changes."""
+        args = [*self.base(), "-T", "-o", "ControlMaster=no", "-o", "ProxyCommand=false", "-o", "BatchMode=yes"]
+        return [[*args, *self.destination(hop, ()), "exit"] for hop in chain]
 
     def _lock(self, host: Endpoint) -> Path:
         import hashlib

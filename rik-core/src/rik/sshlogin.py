@@ -4,11 +4,12 @@ master connection to its host is not up.
 It runs as a script (``python -I -S sshlogin.py SPEC SSH-ARGV...``, standard library only, nothing of rik imported)
 in the launcher's child process. It takes a lock for every host of the route (files in rik's private runtime
 directory, always in the same order), looks again whether the master is up (another kernel may have made it while
-this one waited), and if not makes it with ``ssh -N -f``, which returns once the masters of every hop are up. Then
-it releases the locks and ``exec``s the ssh command, which rides the masters. So kernels started at once log in to
-each host once, not once each. When the login fails, ssh's own words are passed on and the status is ssh's 255.
+this one waited), and if not makes it with ``ssh -N -f``, which returns once the masters of every hop are up, and
+starts one short session on each jump host's master (``SSHTransport.wake``: TCP_NODELAY along the chain). Then it
+releases the locks and ``exec``s the ssh command, which rides the masters. So kernels started at once log in to each
+host once, not once each. When the login fails, ssh's own words are passed on and the status is ssh's 255.
 
-SPEC is JSON: ``{"control": control socket path, "locks": [lock file paths], "login": ssh argv}``.
+SPEC is JSON: ``{"control": control socket path, "locks": [lock file paths], "login": ssh argv, "wake": [ssh argv]}``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,23 @@ def master_up(path: str) -> bool:
         sock.close()
 
 
+def wake(commands: list[list[str]]) -> None:
+    """Start ``commands`` (one short session on each jump host's master, see ``SSHTransport.wake``) without
+    waiting for them: they are handed to a child that exits at once, so they are nobody's zombies."""
+    if not commands:
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for argv in commands:
+                subprocess.Popen(argv, stdin=null, stdout=null, stderr=null)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     command = argv[1:]
@@ -50,6 +68,7 @@ def main(argv: list[str]) -> int:
                 out.seek(0)
                 os.write(2, out.read())
                 return 255
+        wake(spec.get("wake") or [])
     for fd in held:
         os.close(fd)
     os.execv(command[0], command)
