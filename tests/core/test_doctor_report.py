@@ -69,3 +69,16 @@ def test_a_question_about_the_scheduler_itself_fails_as_a_problem() -> None:
     check = ask(SCHEDD, {"condor_q -totals": Done(1, "-- Failed to fetch ads from: <10.0.0.1:9618> : front")})
     assert check["check"] == "scheduler" and check["status"] == "problem"
     assert "does not answer" in check["message"] and "Failed to fetch ads" in check["message"]
+
+
+def test_forwarding_is_told_from_sshds_words_or_a_greeting() -> None:
+    from rik.doctor.chain import forwarding_result
+    from rik.doctor.probe import Done
+
+    # doctor's own master: sshd's reason, from the master's log
+    assert forwarding_result(Done(1, "channel 2: open failed: administratively prohibited: open failed")) == "prohibited"
+    assert forwarding_result(Done(1, "channel 2: open failed: connect failed: Connection refused")) == "allowed"
+    # a shared master: the greeting of the sshd the channel reached
+    assert forwarding_result(Done(255, "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10\r\n")) == "allowed"
+    assert forwarding_result(Done(255, "Session open refused by peer")) == "Session open refused by peer"
+    assert forwarding_result(Done(-1, "", timed_out=True)) == "no answer"

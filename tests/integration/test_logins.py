@@ -163,3 +163,16 @@ def test_rik_doctor_logs_in_once_per_host_and_leaves_no_connection(rik, pw_kerne
     assert prompts.per_host() == ONE_EACH
     left = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "ssh" and str(runtime) in " ".join(p.info["cmdline"] or ())]
     assert not left, [" ".join(p.info["cmdline"]) for p in left]
+
+
+def test_rik_doctor_rides_the_connections_of_a_running_kernel(rik, pw_kernel: str, prompts: Prompts) -> None:
+    """With a kernel running, doctor rides the masters it shares (as the next kernel would): no prompt at all, every
+    check still passes, and the kernel keeps its connections."""
+    with started(pw_kernel) as k:
+        _answers(k)
+        assert prompts.per_host() == ONE_EACH
+        result = rik("doctor", pw_kernel)
+        assert result.code == 0 and "no problems found" in result.out, result.out
+        assert result.out.count("rides the connection running kernels share") == len(HOSTS), result.out
+        assert prompts.per_host() == ONE_EACH
+        _answers(k)

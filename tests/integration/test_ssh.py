@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import socket
@@ -238,6 +239,49 @@ def test_kernels_on_one_host_share_one_authenticated_connection(rik, cluster, ju
         assert b.run("import socket; print(socket.gethostname())").strip() == "rik-c2"
         # Everything goes through the gateway: at most one new TCP connection to it, shared by both kernels.
         assert _connections_to(gw) - before <= 1
+    assert_nothing_left(cluster)
+
+
+def _sshd_nodelay(cluster, host: str, user: str = "rik") -> list[bool]:
+    """TCP_NODELAY of every connection ``user``'s sshd processes on ``host`` serve (sockets on port 22)."""
+    found = []
+    for proc in cluster.processes(host):
+        if proc.user != user or not proc.cmdline.startswith("sshd:"):
+            continue
+        with contextlib.suppress(OSError):
+            served = set()
+            for line in Path(f"/proc/{proc.pid}/net/tcp").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(":0016") and fields[3] == "01":  # local port 22, established
+                    served.add(fields[9])
+            pidfd = os.pidfd_open(proc.pid)
+            try:
+                for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        link = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+                        if not (link.startswith("socket:[") and link[8:-1] in served):
+                            continue
+                        mine = ctypes.CDLL(None, use_errno=True).syscall(438, pidfd, int(fd), 0)  # pidfd_getfd
+                        if mine < 0:
+                            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+                        with socket.socket(fileno=mine) as sock:
+                            found.append(bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+            finally:
+                os.close(pidfd)
+    return found
+
+
+def test_every_hop_of_the_chain_passes_small_packets_at_once(rik, cluster, jupyter_home: Path) -> None:
+    # sshd turns Nagle's algorithm off for a connection only when a session starts on it; a jump host's
+    # connection carries only the next hop's, so rik starts a short session on it: without one every small
+    # reply through the chain waits for a delayed ACK (44 ms).
+    name = add_kernel(rik, cluster, "-i", "ssh", "-x", "rik-c1", *CHAIN, "-n", "Nodelay")
+    with started(name) as k:
+        assert k.run("print(6 * 7)").strip() == "42"
+        for host in ("rik-gw", "rik-front"):
+            flags = _sshd_nodelay(cluster, host)
+            assert flags, f"no connection of rik's to sshd on {host}"
+            assert all(flags), f"a connection to sshd on {host} waits for delayed ACKs (TCP_NODELAY off)"
     assert_nothing_left(cluster)
 
 

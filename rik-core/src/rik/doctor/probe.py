@@ -119,10 +119,16 @@ def kill_group(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
 
 
 class Remote:
-    """Doctor's own connections, one login per host: a master per hop, made fresh for this run (never the masters
-    that running kernels share: doctor checks what a *new* connection gets, and sshd's refusals are told only to
-    the connection that asked). Hop ``i`` is reached through hop ``i-1``'s master (``-W``), and every check on a
-    hop rides its master, so a site that asks for a code at each login asks once per host."""
+    """Doctor's connections, one login per host. Where running kernels share a master to a hop, doctor rides it:
+    a new kernel would ride that same connection, and a site that asks for a code at every login asks nothing more.
+    Elsewhere doctor makes a master of its own for the hop, fresh for this run (it sees the hop's sshd as a new
+    connection does). Hop ``i`` is reached through hop ``i-1``'s master (``-W``), and every check on a hop rides
+    the hop's master.
+
+    sshd's reason for refusing a channel ("administratively prohibited") reaches only the master's own standard
+    error: doctor's own masters write it to a file, the kernels' masters to nowhere rik reads. So on a shared
+    master the forwarding checks ask for something that answers (the next hop's sshd, a test socket); only when
+    that fails does doctor log in on its own to learn why (:meth:`own`)."""
 
     def __init__(self, transport: SSHTransport, workdir: Path) -> None:
         self.transport = transport
@@ -137,12 +143,13 @@ class Remote:
         )
         self.env = transport.env()
         self.masters: list[subprocess.Popen[Any]] = []
+        self.shared: dict[int, Path] = {}  # hops whose kernels' master doctor rides
 
     def base(self) -> list[str]:
         return [self.transport.program, "-F", str(self.config)]
 
     def _path(self, i: int) -> Path:
-        return self.dir / f"m{i}"
+        return self.shared.get(i) or self.dir / f"m{i}"
 
     def _log(self, i: int) -> Path:
         return self.dir / f"m{i}.log"
@@ -172,8 +179,32 @@ class Remote:
         return 0
 
     def login(self, host: Endpoint, before: Sequence[Endpoint]) -> Done:
-        """Log in to ``host`` once (its master), then run ``true`` through it."""
+        """Ride the master running kernels share to ``host``, else log in once (doctor's own master); then run
+        ``true`` through it."""
         i = len(before)
+        path = self.transport.control_path(host)
+        from ..sshlogin import master_up
+
+        if path is not None and master_up(path):
+            self.shared[i] = Path(path)
+            done = self._true(host, before)
+            if done.code == 0:
+                return done
+            del self.shared[i]  # a master that is going away: log in as a new kernel would
+        return self.own(host, before)
+
+    def rides_shared(self, before: Sequence[Endpoint]) -> bool:
+        """Whether the checks of the hop after ``before`` ride the master running kernels share."""
+        return len(before) in self.shared
+
+    def _true(self, host: Endpoint, before: Sequence[Endpoint]) -> Done:
+        argv = [*self.base(), *self._ride(len(before)), "-T", *self._to(host, before), "true"]
+        return run(argv, env=self.env, timeout=CHECK_TIMEOUT)
+
+    def own(self, host: Endpoint, before: Sequence[Endpoint]) -> Done:
+        """Log in to ``host`` with a master of doctor's own (its messages go to a file), then run ``true``."""
+        i = len(before)
+        self.shared.pop(i, None)
         path = self._path(i)
         argv = [
             *self.base(),
@@ -206,17 +237,34 @@ class Remote:
             master.wait()
             return Done(-1 if timed_out else master.returncode, self._heard(i, 0), timed_out=timed_out)
         self.masters.append(master)  # only a master that is up: close() signals no pid that was already reaped
-        return run(
-            [*self.base(), *self._ride(i), "-T", *self._to(host, before), "true"], env=self.env, timeout=CHECK_TIMEOUT
-        )
+        return self._true(host, before)
 
-    def tcp_forwarding(self, host: Endpoint, before: Sequence[Endpoint]) -> Done:
-        """What ``ssh -J`` asks every jump host for: a TCP connection onwards (here to a closed local port)."""
+    def tcp_forwarding(self, host: Endpoint, before: Sequence[Endpoint], onwards: Endpoint | None = None) -> Done:
+        """What ``ssh -J`` asks every jump host for: a TCP connection onwards. On doctor's own master: to a closed
+        local port, and sshd's words tell "connect failed" (forwarding works) from "administratively prohibited".
+        On a shared master, which tells doctor nothing: to the sshd of ``onwards`` (the next hop; else ``host``'s
+        own), whose greeting says forwarding works; a missing greeting says only that something failed."""
         i = len(before)
+        if i in self.shared:
+            name, port = self._address(onwards or host)
+            argv = [*self.base(), *self._ride(i), "-W", f"{name}:{port}", *self._to(host, before)]
+            return run(argv, env=self.env, timeout=CHECK_TIMEOUT)
         since = self._size(i)
         argv = [*self.base(), *self._ride(i), "-o", "LogLevel=INFO", "-W", "127.0.0.1:1", *self._to(host, before)]
         done = run(argv, env=self.env, timeout=CHECK_TIMEOUT)
         return Done(done.code, done.out + self._heard(i, since), done.timed_out)
+
+    def _address(self, host: Endpoint) -> tuple[str, str]:
+        """The host name and port ssh connects to for ``host`` (``ssh -G``: aliases and ``HostName`` resolved)."""
+        name, port = host.host.rpartition("@")[2], str(host.port or 22)
+        done = run([*self.base(), "-G", *self.transport.destination(host, ())], env=self.env, timeout=CHECK_TIMEOUT)
+        for line in done.out.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "hostname" and value:
+                name = value
+            elif key == "port" and value:
+                port = value
+        return name, port
 
     def unix_forwarding(self, host: Endpoint, before: Sequence[Endpoint], python: str, precmd: str | None) -> str:
         """What the tunnel asks the kernel's host for: a local socket forwarded to a remote Unix socket.
