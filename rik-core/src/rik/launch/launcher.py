@@ -756,8 +756,9 @@ class Launcher:
         # here waits on the network. The tunnel's and the session's ssh end with their input; the shell around the
         # tunnel's ssh cancels its forwards itself (the relay's sockets are this launcher's own, so the next tunnel
         # never waits for them; without the relay it forwards the frontend's ports, and those must be free first).
+        # A shutdown lets the tunnel go likewise: the frontend waits for this launcher's exit, not for the cancel.
         quick = self.outcome == "park" and self.relay_inner is not None
-        if self.tunnel is not None and quick:
+        if self.tunnel is not None and self.relay_inner is not None and self.outcome in ("park", "shutdown"):
             self.tunnel.let_go()
         elif self.tunnel is not None:
             self.tunnel.stop()
