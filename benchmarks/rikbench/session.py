@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,33 @@ class QueueWatch:
         self._stop.set()
         self._thread.join()
         return self.gone, ([] if self.gone is not None else self.jobs)
+
+
+class GoneWatch:
+    """The kernel's processes polled from the shutdown request on, in a thread, every 0.01 s: when the last one is
+    gone. (``shutdown_kernel`` itself looks at the kernel's process only every 0.1 s, which would round rik and its
+    floors alike to a tenth of a second.)"""
+
+    def __init__(self, pids: Iterable[int], t0: float) -> None:
+        self.pids, self.t0 = set(pids), t0
+        self.gone: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gone-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.pids = {p for p in self.pids if alive(p)}
+            if not self.pids:
+                self.gone = time.perf_counter() - self.t0
+                return
+            time.sleep(0.01)
+
+    def result(self, within: float) -> float | None:
+        self._thread.join(max(0.0, self.t0 + within - time.perf_counter()))
+        self._stop.set()
+        self._thread.join()
+        return self.gone
 
 
 class Bench:
@@ -258,14 +286,12 @@ class Bench:
             watch.update({pid: f"{host}: {cmd}" for pid, cmd in procs.items() if not cmd.startswith("sshd:")})
         t0 = time.perf_counter()
         watch_queue = QueueWatch(self, c.scheduler, set(jobs_in(log_path)), t0) if c.scheduler else None
+        watch_gone = GoneWatch(watch, t0)
         kc.stop_channels()
         km.shutdown_kernel(now=False)
         returned = time.perf_counter() - t0
-        deadline = t0 + self.args.gone_timeout
-        while any(alive(p) for p in watch) and time.perf_counter() < deadline:
-            time.sleep(0.01)
+        gone = watch_gone.result(self.args.gone_timeout)
         remaining = {p: cmd for p, cmd in watch.items() if alive(p)}
-        gone = None if remaining else time.perf_counter() - t0
         km.cleanup_resources()
         left = [f"process {cmd}" for cmd in remaining.values()]
         late = world.footprint(None, None, jobs_in(log_path), fp.remote_pids())
