@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 
 def master_up(path: str) -> bool:
@@ -35,18 +36,27 @@ def master_up(path: str) -> bool:
         sock.close()
 
 
-def wake(commands: list[list[str]]) -> None:
+def wake(commands: list[list[str]], limit: float = 10.0) -> None:
     """Start ``commands`` (one short session on each jump host's master, see ``SSHTransport.wake``) without
-    waiting for them: they are handed to a child that exits at once, so they are nobody's zombies."""
+    waiting for them: a detached grandchild runs them, ends any still running after ``limit`` seconds (a gateway
+    whose forced command never returns), and exits; nobody is left a zombie."""
     if not commands:
         return
     pid = os.fork()
     if pid == 0:
         try:
             os.setsid()
-            null = os.open(os.devnull, os.O_RDWR)
-            for argv in commands:
-                subprocess.Popen(argv, stdin=null, stdout=null, stderr=null)
+            os.closerange(3, 1 << 16)  # the host locks, held by the login: the next kernel must not wait on us
+            if os.fork() == 0:
+                null = os.open(os.devnull, os.O_RDWR)
+                procs = [subprocess.Popen(argv, stdin=null, stdout=null, stderr=null) for argv in commands]
+                deadline = time.monotonic() + limit
+                for proc in procs:
+                    try:
+                        proc.wait(max(0.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
