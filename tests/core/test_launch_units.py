@@ -158,3 +158,29 @@ def test_a_terminal_client_runs_under_script_with_echo_off() -> None:
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     assert subprocess.run(["sh", "-n"], input=render_attach("/tmp/rik-h-x", 10), text=True).returncode == 0
     assert "tail -c +11 -f" in render_attach("/tmp/rik-h-x", 10)
+
+
+def test_only_a_plain_local_kernelspec_takes_the_exec_path(tmp_path, monkeypatch) -> None:
+    from rik.launch.here import _command, _plain
+
+    conn = tmp_path / "kernel-1.json"
+    conn.write_text('{"key": "k"}')
+    local = json.dumps({"v": 1, "interface": "local", "kernel_cmd": "python3 -m ipykernel_launcher -f {connection_file}", "name": "L", "language": "python"})
+    config, path = _plain(["--kernel-config", local, "-f", str(conn)])
+    assert path == str(conn) and _command(config, path) == ["python3", "-m", "ipykernel_launcher", "-f", str(conn)]
+    assert _plain(["--kernel-config", local, str(conn)]) is not None
+    # Anything else is the full launcher's: VS Code's flags, a remote or unknown setting, a newer config, debug logs,
+    # a connection file Jupyter named but never wrote.
+    assert _plain(["--kernel-config", local, "-f", str(conn), "--ip=127.0.0.1"]) is None
+    for change in ({"host": "node"}, {"v": 2}, {"verbose": True}, {"interface": "slurm"}, {"workdir": 3}):
+        assert _plain(["--kernel-config", json.dumps({**json.loads(local), **change}), str(conn)]) is None, change
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    assert _plain(["--kernel-config", local, str(empty)]) is None
+    assert _plain(["--kernel-config", local, str(tmp_path / "missing.json")]) is None
+    # A pre-command runs in the user's login shell first (csh-family shells take no -l with -c).
+    pre = {**json.loads(local), "precmd": "module load python"}
+    monkeypatch.setenv("SHELL", "/bin/bash")
+    assert _command(pre, "/c.json") == ["/bin/bash", "-l", "-c", "module load python\nexec python3 -m ipykernel_launcher -f /c.json"]
+    monkeypatch.setenv("SHELL", "/bin/tcsh")
+    assert _command(pre, "/c.json")[:2] == ["/bin/tcsh", "-c"]

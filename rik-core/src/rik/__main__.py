@@ -10,6 +10,9 @@ def _run() -> int:
         from .cli import main as cli_main
 
         return cli_main(sys.argv[1:])
+    from .launch.here import exec_local
+
+    exec_local(sys.argv[1:])  # a plain local kernel: the launcher becomes the kernel (returns for anything else)
     from .launch.entry import main
 
     return main()
