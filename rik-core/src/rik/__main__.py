@@ -13,9 +13,12 @@ def _run() -> int:
     from .launch.here import exec_local
 
     exec_local(sys.argv[1:])  # a plain local kernel: the launcher becomes the kernel (returns for anything else)
+    from .launch.early import start
+
+    pre = start(sys.argv[1:])  # with its master up, a remote kernel's session starts before the rest of rik loads
     from .launch.entry import main
 
-    return main()
+    return main(pre=pre)
 
 
 if __name__ == "__main__":

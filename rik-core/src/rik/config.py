@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from .endpoint import Endpoint, parse_endpoint
 from .errors import UsageError
 from .models import RESOURCE_OPTIONS, LaunchRequest, Resources, SchedulerInfo
 from .options import MANAGE_OPTIONS, Option, by_field, default
@@ -19,42 +20,6 @@ __all__ = ["CONFIG_VERSION", "Endpoint", "KernelConfig", "parse_endpoint", "recr
 
 CONFIG_VERSION = 1
 CONNECTION_FILE = "{connection_file}"
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9._%+-]+@)?(?:[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])$")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A host as ssh reaches it: ``[user@]host[:port]``."""
-
-    host: str
-    port: int | None = None
-
-    def __str__(self) -> str:
-        return self.host if self.port is None else f"{self.host}:{self.port}"
-
-    @property
-    def jump(self) -> str:
-        """The form ssh's ``-J`` takes."""
-        return self.host if self.port is None else f"{self.host}:{self.port}"
-
-
-def parse_endpoint(text: str, what: str = "host") -> Endpoint:
-    """Parse ``[user@]host[:port]``; a bad one is a :class:`UsageError` naming ``what``."""
-    raw = text.strip()
-    host, port = raw, None
-    if raw.count(":") == 1 and not raw.startswith("["):
-        host, _, port_text = raw.partition(":")
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise UsageError(f"bad {what} {text!r}: the port after ':' must be a number from 1 to 65535")
-        port = int(port_text)
-    elif raw.startswith("[") and "]:" in raw:
-        host, _, port_text = raw.rpartition(":")
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise UsageError(f"bad {what} {text!r}: the port after ':' must be a number from 1 to 65535")
-        port = int(port_text)
-    if not host or not _HOST_RE.match(host) or host.startswith("-"):
-        raise UsageError(f"bad {what} {text!r}: expected host, user@host or host:port")
-    return Endpoint(host, port)
 
 
 @dataclass(frozen=True, kw_only=True)

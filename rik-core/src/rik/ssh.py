@@ -29,10 +29,9 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Endpoint
+from .endpoint import Endpoint
 from .errors import LaunchError, UsageError
 
 __all__ = ["SSHSettings", "SSHTransport", "explain_ssh_failure", "runtime_dir"]
@@ -65,14 +64,29 @@ def runtime_dir() -> Path:
     raise LaunchError("no private runtime directory for rik: set RIK_RUNTIME_DIR to a directory only you can use")
 
 
-@dataclass(frozen=True, kw_only=True)
 class SSHSettings:
-    ssh_config: str | None = None
-    host_keys: str = "strict"  # strict | accept-new
-    askpass: str | None = None
-    control_persist: int = 60  # the master of the host a command is for
-    hop_persist: int = 3  # the masters of the hops before it (held by the jump processes of the masters behind)
-    connect_timeout: int = 15
+    """The ssh settings of a kernel. (A plain class: ``dataclasses`` would cost the launcher's first step ~11 ms of
+    imports.)"""
+
+    def __init__(
+        self,
+        *,
+        ssh_config: str | None = None,
+        host_keys: str = "strict",  # strict | accept-new
+        askpass: str | None = None,
+        control_persist: int = 60,  # the master of the host a command is for
+        hop_persist: int = 3,  # the masters of the hops before it (held by the jump processes of those behind)
+        connect_timeout: int = 15,
+    ) -> None:
+        self.ssh_config = ssh_config
+        self.host_keys = host_keys
+        self.askpass = askpass
+        self.control_persist = control_persist
+        self.hop_persist = hop_persist
+        self.connect_timeout = connect_timeout
+
+    def __repr__(self) -> str:
+        return f"SSHSettings({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 class SSHTransport:

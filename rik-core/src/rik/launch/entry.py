@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import KernelConfig
 from ..errors import RikError
+from .early import Early, basis
 from .logs import log, redact, setup_logging
 from .tunnel import CHANNELS
 
@@ -88,19 +89,33 @@ def parse_args(argv: Sequence[str]) -> tuple[KernelConfig, str, dict[str, Any]]:
     return config, path, connection
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, pre: Early | None = None) -> int:
+    """``pre``: the session :mod:`rik.launch.early` started from the raw configuration, taken over when the full
+    configuration has the same host, jump hosts and ssh settings, else ended."""
     args = list(sys.argv[1:] if argv is None else argv)
     setup_logging(verbose="--verbose" in args or bool(os.environ.get("RIK_DEBUG")))
     try:
         config, path, connection = parse_args(args)
     except RikError as exc:
+        if pre is not None:
+            pre.drop()
         log.error("%s", exc)
         return 2
+    except BaseException:
+        if pre is not None:
+            pre.drop()
+        raise
     setup_logging(verbose=config.verbose or bool(os.environ.get("RIK_DEBUG")))
     key = connection.get("key")
     if isinstance(key, str) and key:
         redact.secrets.append(key)
-    early = _early_session(config)
+    same = basis(config.host, config.tunnel_hosts, config.ssh_config, config.host_keys, config.askpass)
+    if pre is not None and pre.basis == same:
+        early: tuple[Any, Any] | None = (pre.ssh, pre.proc)
+    else:
+        if pre is not None:
+            pre.drop()
+        early = _early_session(config)
     try:
         from .launcher import Launcher, find_adoptable, find_session
     except BaseException:

@@ -11,10 +11,18 @@ import select
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 
-from .logs import log
+
+def _debug(text: str, *args: object) -> None:
+    """A debug line, once logging is loaded: before (the session started as the launcher's first step, see
+    rik.launch.early) nothing is set up to show it, and importing logging would only delay the session."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger("rik").debug(text, *args)
+
 
 __all__ = ["Proc", "child_setup"]
 
@@ -36,7 +44,7 @@ class Proc:
         self.argv = list(argv)
         self.name = name or os.path.basename(argv[0])
         self.tty = tty
-        log.debug("starting %s: %s", self.name, shlex.join(self.argv))
+        _debug("starting %s: %s", self.name, shlex.join(self.argv))
         if tty:
             import pty
 
