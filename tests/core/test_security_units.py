@@ -456,3 +456,25 @@ def test_a_kernel_s_record_is_private_and_holds_no_key(tmp_path: Path, monkeypat
         assert not record.path.exists() and not key_file.exists()
     finally:
         subprocess.run(["rm", "-rf", str(runtime)], check=False)
+
+
+def test_the_early_session_is_taken_over_only_for_the_settings_it_was_started_from(transport_env: Path) -> None:
+    """rik.launch.early reads the raw --kernel-config; the launcher holds what it read against the full config."""
+    from rik.config import KernelConfig
+    from rik.launch.early import basis, start
+
+    def full(text: str) -> tuple[object, ...]:
+        c = KernelConfig.loads(text)
+        return basis(c.host, c.tunnel_hosts, c.ssh_config, c.host_keys, c.askpass)
+
+    kernel = {"v": 1, "interface": "ssh", "kernel_cmd": "python3 -m ipykernel_launcher -f {connection_file}", "name": "N"}
+    for extra in ({"host": "alice@node01:2222"}, {"host": "n", "tunnel_hosts": ["gw", "bob@login:22"], "host_keys": "accept-new"}):
+        text = json.dumps({**kernel, **extra})
+        early = start(["--kernel-config", text, "-f", "/nonexistent/kernel.json"])
+        assert early is not None and early.proc is None  # no master up: nothing started, the launcher logs in
+        assert early.basis == full(text)
+    # No host (a local kernel), or a config this path does not read: nothing at all.
+    assert start(["--kernel-config", json.dumps({**kernel, "interface": "local"})]) is None
+    assert start(["--kernel-config", json.dumps({**kernel, "host": "n", "v": 2})]) is None
+    assert start(["--kernel-config", "{not json"]) is None
+    assert start(["--kernel-config", json.dumps({**kernel, "host": "-oProxyCommand=x"})]) is None
