@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from ..endpoint import parse_endpoint
+from ..endpoint import Endpoint, parse_endpoint
 from ..ssh import SSHSettings, SSHTransport
 from ..sshlogin import master_up
 from .proc import Proc
 
-__all__ = ["Early", "basis", "start"]
+__all__ = ["Early", "basis", "session", "start"]
 
 #: What the session depends on: host, jump hosts, --ssh-config, --host-keys, --askpass.
 Basis = tuple[object, tuple[object, ...], object, object, object]
@@ -53,10 +53,21 @@ def _config_text(argv: Sequence[str]) -> str | None:
     return None
 
 
+def session(submit: Endpoint, chain: Sequence[Endpoint], settings: SSHSettings) -> tuple[SSHTransport, Proc | None]:
+    """The ssh transport, and the session's ssh started when the submit host's master is up (else ``None``: the
+    launcher starts it itself, behind the one login per host)."""
+    ssh = SSHTransport(settings)
+    control = ssh.control_path(submit)
+    if control is None or not master_up(control):
+        return ssh, None
+    # persist=False: with its master up this ssh makes none (what a job's submit host needs, were it to).
+    argv = ssh.command(submit, chain, ["/bin/sh", "-s"], persist=False)
+    return ssh, Proc(argv, tty=False, env=ssh.env(), name="session")
+
+
 def start(argv: Sequence[str]) -> Early | None:
     """The ssh transport and, when the submit host's master is up, the session's ssh; ``None`` for a kernel
     without a host, or anything unexpected (the launcher then meets it again, and says so)."""
-    proc = None
     try:
         text = _config_text(argv)
         data = json.loads(text) if text else None
@@ -69,16 +80,7 @@ def start(argv: Sequence[str]) -> Early | None:
         made = basis(data["host"], hops, ssh_config, host_keys, askpass)
         submit = parse_endpoint(data["host"])
         chain = tuple(parse_endpoint(h, "tunnel host") for h in hops)
-        ssh = SSHTransport(SSHSettings(ssh_config=ssh_config, host_keys=host_keys, askpass=askpass))
-        control = ssh.control_path(submit)
-        if control is None or not master_up(control):
-            return Early(ssh, None, made)
-        # persist=False: with its master up this ssh makes none (what a job's submit host needs, were it to).
-        argv = ssh.command(submit, chain, ["/bin/sh", "-s"], persist=False)
-        proc = Proc(argv, tty=False, env=ssh.env(), name="session")
+        ssh, proc = session(submit, chain, SSHSettings(ssh_config=ssh_config, host_keys=host_keys, askpass=askpass))
         return Early(ssh, proc, made)
     except Exception:
-        if proc is not None:
-            proc.close_input()
-            proc.stop(1.0)
         return None

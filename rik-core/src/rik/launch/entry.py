@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import KernelConfig
 from ..errors import RikError
-from .early import Early, basis
+from .early import Early, basis, session
 from .logs import log, redact, setup_logging
 from .tunnel import CHANNELS
 
@@ -153,20 +153,11 @@ def _early_session(config: KernelConfig) -> tuple[Any, Any] | None:
     submit = config.endpoint()
     if submit is None:
         return None
-    from ..ssh import SSHSettings, SSHTransport
-    from ..sshlogin import master_up
-    from .proc import Proc
+    from ..ssh import SSHSettings
 
     try:
-        ssh = SSHTransport(
-            SSHSettings(ssh_config=config.ssh_config, host_keys=config.host_keys, askpass=config.askpass)
-        )
-        control = ssh.control_path(submit)
-        if control is None or not master_up(control):
-            return ssh, None
-        # persist=False: with its master up this ssh makes none (what a job's submit host needs, were it to).
-        argv = ssh.command(submit, config.chain(), ["/bin/sh", "-s"], persist=False)
-        return ssh, Proc(argv, tty=False, env=ssh.env(), name="session")
+        settings = SSHSettings(ssh_config=config.ssh_config, host_keys=config.host_keys, askpass=config.askpass)
+        return session(submit, config.chain(), settings)
     except (RikError, OSError):
         return None  # the launcher meets it again, and says so
 
