@@ -144,12 +144,10 @@ def main(argv: Sequence[str] | None = None, pre: Early | None = None) -> int:
 
 
 def _early_session(config: KernelConfig) -> tuple[Any, Any] | None:
-    """The ssh transport, and the session's ssh already started when the submit host's master is up.
-
-    The session's ssh only opens a channel on the master and starts ``/bin/sh -s``: it needs no plugin. Started
-    here, before the launcher loads pluggy, the plugin and the relay (~50 ms), it is ready when the launcher writes
-    the holder's script into it (a round trip through the chain sooner: ~47 ms on the test chain). Without a master
-    (a cold start) the launcher starts the session itself, behind the one login per host (rik.sshlogin)."""
+    """The ssh transport, and the session's ssh already started when the submit host's master is up: for a
+    launcher run without ``python -m rik``'s first step (:mod:`rik.launch.early`), or whose first step started it
+    for other settings. Without a master (a cold start) the launcher starts the session itself, behind the one
+    login per host (rik.sshlogin)."""
     submit = config.endpoint()
     if submit is None:
         return None
