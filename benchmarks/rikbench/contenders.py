@@ -48,6 +48,7 @@ CONTENDERS = [
     Contender("rik-slurm", "rik slurm (srun via gw → front)", "rik", ALL_HOSTS, "slurm", extra=BOTH),
     Contender("hand-sge", "qrsh by hand via gw → front (floor)", "floor", ALL_HOSTS, "sge"),
     Contender("rik-sge", "rik sge (qlogin via gw → front)", "rik", ALL_HOSTS, "sge", extra=BOTH),
+    Contender("rik-qrsh", "rik sge_qrsh (qrsh via gw → front)", "rik", ALL_HOSTS, "sge"),
 ]
 BY_KEY = {c.key: c for c in CONTENDERS}
 # Not kernels: a job started by hand and cancelled (scancel / qdel) until it leaves the queue, the floor of a
@@ -129,6 +130,7 @@ def make_specs(root: Path, ssh_config: str, ri_venv: Path | None, ri_workdir: Pa
     c["rik-chain"].kernel = rik_add(bin_dir, "-i", "ssh", "-x", "rik-c1", "-t", "rik-gw", "rik-front", *common)
     c["rik-slurm"].kernel = rik_add(bin_dir, "-i", "slurm", "-x", "rik-front", "-t", "rik-gw", *common)
     c["rik-sge"].kernel = rik_add(bin_dir, "-i", "sge", "-x", "rik-front", "-t", "rik-gw", *common)
+    c["rik-qrsh"].kernel = rik_add(bin_dir, "-i", "sge_qrsh", "-x", "rik-front", "-t", "rik-gw", *common)
     if ri_venv is not None:
         env = ri_env(root, ssh_config, ri_venv)
         c["ri-gw"].env = env
