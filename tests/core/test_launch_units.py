@@ -127,6 +127,32 @@ def test_the_holder_keeps_its_client_between_connections_and_ends_with_it(tmp_pa
     assert gone.state == "gone"
 
 
+def test_once_the_jobs_command_has_ended_the_holder_lets_go_of_its_input(tmp_path: Path) -> None:
+    """A client that waits for the end of its input (qrsh) ends once the job's command said RIK-END and the
+    connection closed; a connection that closes before then (a lost network) never ends the client's input."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = _Reader()
+    session = Session(lambda: ["/bin/sh", "-s"], env, out)
+    client = client_command(["/bin/sh", "-c", "read a; echo RIK-END 0; cat >/dev/null; echo input-ended"], tty=False)
+    session.make(client, tty=False)
+    _pump(session, lambda: session.state == "attached")
+    hold = Path(session.hold_dir or "")
+    session.close()  # lost before the end: the client keeps its input
+    time.sleep(0.5)
+    assert hold.is_dir() and b"input-ended" not in (hold / "out").read_bytes()
+    again = Session(lambda: ["/bin/sh", "-s"], env, out)
+    again.hold_dir, again.offset = str(hold), session.offset
+    again.attach()
+    _pump(again, lambda: again.state == "attached")
+    assert again.write(b"go\n")
+    _pump(again, lambda: b"RIK-END" in out.data)
+    again.close()  # the launcher's end after RIK-END
+    deadline = time.monotonic() + 10
+    while hold.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not hold.exists(), "the client never saw the end of its input"
+
+
 def test_the_first_connection_carries_the_jobs_first_input_ahead_of_what_it_sends_later(tmp_path: Path) -> None:
     """The bootstrap goes with the script that makes the holder (no round trip): into the fifo, ahead of anything
     the connection writes, quotes and newlines intact, written by a builtin (never a program's argument)."""

@@ -67,6 +67,12 @@ def _attach_lines(offset: int, preload: str | None = None) -> list[str]:
         "rik_t=$!",
         "cat >&5",
         'kill "$rik_t" 2>/dev/null',
+        # The job's command has ended (its bootstrap said RIK-END): nothing can be sent to it any more, so the
+        # holder lets go of the job's input. A client that waits for the end of its input before it ends (qrsh
+        # takes 0.8 s longer, and its job leaves the queue 1 s later) then ends at once.
+        'if tail -n 20 "$rik_h/out" 2>/dev/null | grep -q "^RIK-END"; then',
+        '  read -r rik_o rik_x < "$rik_h/owner" 2>/dev/null && kill -USR1 "$rik_o" 2>/dev/null',
+        "fi",
         "exit 0",
     ]
 
@@ -101,12 +107,14 @@ def render_make(client: str, *, tty: bool, window: float | None = None, preload:
         f"rik_client={_q(client)}",
         "(",
         "  trap '' HUP INT",
+        # USR1: the job's command has ended; let go of its input (see the attach script).
+        "  trap 'exec 4<&-' USR1",
         '  exec 4<>"$rik_h/in"',
         '  /bin/sh -c "$rik_client" <"$rik_h/in" >>"$rik_h/out" 2>&1 4<&- &',
         "  rik_c=$!",
         *_queue_window(window),
-        '  wait "$rik_c"',
-        "  rik_rc=$?",
+        # A trapped signal ends `wait` early: wait again while the client is there.
+        '  while :; do wait "$rik_c"; rik_rc=$?; kill -0 "$rik_c" 2>/dev/null || break; done',
         "  kill $rik_w 2>/dev/null",
         '  echo "RIK-HELD-EXIT $rik_rc" >>"$rik_h/out"',
         "  exec 4<&-",
