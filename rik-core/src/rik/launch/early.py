@@ -20,13 +20,15 @@ from ..ssh import SSHSettings, SSHTransport
 from ..sshlogin import master_up
 from .proc import Proc
 
-__all__ = ["Early", "basis", "session", "start"]
+__all__ = ["Basis", "Early", "basis", "session", "start"]
 
 #: What the session depends on: host, jump hosts, --ssh-config, --host-keys, --askpass.
 Basis = tuple[object, tuple[object, ...], object, object, object]
 
 
 class Early:
+    """The ssh transport and the session's ssh started for a kernel's settings (``basis``), before the launcher."""
+
     def __init__(self, ssh: SSHTransport, proc: Proc | None, made: Basis) -> None:
         self.ssh = ssh
         self.proc = proc  # None: no master up; the launcher starts the session itself

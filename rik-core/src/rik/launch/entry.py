@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import KernelConfig
 from ..errors import RikError
-from .early import Early, basis, session
+from .early import Basis, Early, basis, session
 from .logs import log, redact, setup_logging
 from .tunnel import CHANNELS
 
@@ -110,16 +110,16 @@ def main(argv: Sequence[str] | None = None, pre: Early | None = None) -> int:
     if isinstance(key, str) and key:
         redact.secrets.append(key)
     same = basis(config.host, config.tunnel_hosts, config.ssh_config, config.host_keys, config.askpass)
-    if pre is not None and pre.basis == same:
-        early: tuple[Any, Any] | None = (pre.ssh, pre.proc)
-    else:
+    early = pre if pre is not None and pre.basis == same else None
+    if early is None:
         if pre is not None:
             pre.drop()
-        early = _early_session(config)
+        early = _early_session(config, same)
     try:
         from .launcher import Launcher, find_adoptable, find_session
     except BaseException:
-        _drop(early)
+        if early is not None:
+            early.drop()
         raise
 
     try:
@@ -132,18 +132,21 @@ def main(argv: Sequence[str] | None = None, pre: Early | None = None) -> int:
             # The notebook's kernel from before a Jupyter server restart (the provisioner gave us its key).
             adopt = find_session(session_name, str(key or ""))
             reattach = adopt is not None
-        launcher = Launcher(config, path, connection, adopt=adopt, reattach=reattach, early=early)
+        pair = (early.ssh, early.proc) if early is not None else None
+        launcher = Launcher(config, path, connection, adopt=adopt, reattach=reattach, early=pair)
     except RikError as exc:
-        _drop(early)
+        if early is not None:
+            early.drop()
         log.error("%s", exc)
         return 2
     except BaseException:
-        _drop(early)
+        if early is not None:
+            early.drop()
         raise
     return launcher.run()
 
 
-def _early_session(config: KernelConfig) -> tuple[Any, Any] | None:
+def _early_session(config: KernelConfig, made: Basis) -> Early | None:
     """The ssh transport, and the session's ssh already started when the submit host's master is up: for a
     launcher run without ``python -m rik``'s first step (:mod:`rik.launch.early`), or whose first step started it
     for other settings. Without a master (a cold start) the launcher starts the session itself, behind the one
@@ -155,13 +158,6 @@ def _early_session(config: KernelConfig) -> tuple[Any, Any] | None:
 
     try:
         settings = SSHSettings(ssh_config=config.ssh_config, host_keys=config.host_keys, askpass=config.askpass)
-        return session(submit, config.chain(), settings)
+        return Early(*session(submit, config.chain(), settings), made)
     except (RikError, OSError):
         return None  # the launcher meets it again, and says so
-
-
-def _drop(early: tuple[Any, Any] | None) -> None:
-    """An early session the launcher did not take over: ended (its remote shell sees the end of its input)."""
-    if early is not None and early[1] is not None:
-        early[1].close_input()
-        early[1].stop(1.0)
