@@ -100,7 +100,7 @@ class SSHTransport:
         self.program = found
         self.dir = runtime_dir()
         self.config_path = self._write_config()
-        self._control_paths: dict[tuple[str, int | None], str | None] = {}
+        self._resolved: dict[tuple[str, int | None], dict[str, str]] = {}
 
     def _write_config(self) -> Path:
         s = self.settings
@@ -166,11 +166,12 @@ class SSHTransport:
         """The persist time of the master this command may make for its host (its hops' come from the file)."""
         return ["-o", f"ControlPersist={self.settings.control_persist}"] if persist else []
 
-    def control_path(self, target: Endpoint) -> str | None:
-        """The control socket of ``target``'s master, as ssh computes it (``ssh -G``); ``None`` if unknown."""
+    def resolved(self, target: Endpoint) -> dict[str, str]:
+        """What ssh makes of ``target`` with these settings (``ssh -G``: aliases, ``HostName``, ``Port``,
+        ``ControlPath``...), names lower-case; empty when ssh cannot say. Asked once per target."""
         key = (target.host, target.port)
-        if key not in self._control_paths:
-            path = None
+        if key not in self._resolved:
+            found: dict[str, str] = {}
             try:
                 result = subprocess.run(
                     [*self.base(), "-G", *self.destination(target, ())],
@@ -181,12 +182,17 @@ class SSHTransport:
                 )
                 for line in result.stdout.splitlines():
                     name, _, value = line.partition(" ")
-                    if name == "controlpath" and value and value != "none":
-                        path = value
+                    if value:
+                        found.setdefault(name, value)
             except (OSError, subprocess.TimeoutExpired):
                 pass
-            self._control_paths[key] = path
-        return self._control_paths[key]
+            self._resolved[key] = found
+        return self._resolved[key]
+
+    def control_path(self, target: Endpoint) -> str | None:
+        """The control socket of ``target``'s master, as ssh computes it (``ssh -G``); ``None`` if unknown."""
+        path = self.resolved(target).get("controlpath")
+        return path if path and path != "none" else None
 
     def logged_in(
         self, argv: list[str], target: Endpoint, chain: Sequence[Endpoint], *, persist: bool = True

@@ -246,25 +246,16 @@ class Remote:
         own), whose greeting says forwarding works; a missing greeting says only that something failed."""
         i = len(before)
         if i in self.shared:
-            name, port = self._address(onwards or host)
+            sshd = onwards or host
+            seen = self.transport.resolved(sshd)  # aliases and HostName resolved, as ssh reaches it
+            name = seen.get("hostname") or sshd.host.rpartition("@")[2]
+            port = seen.get("port") or str(sshd.port or 22)
             argv = [*self.base(), *self._ride(i), "-W", f"{name}:{port}", *self._to(host, before)]
             return run(argv, env=self.env, timeout=CHECK_TIMEOUT)
         since = self._size(i)
         argv = [*self.base(), *self._ride(i), "-o", "LogLevel=INFO", "-W", "127.0.0.1:1", *self._to(host, before)]
         done = run(argv, env=self.env, timeout=CHECK_TIMEOUT)
         return Done(done.code, done.out + self._heard(i, since), done.timed_out)
-
-    def _address(self, host: Endpoint) -> tuple[str, str]:
-        """The host name and port ssh connects to for ``host`` (``ssh -G``: aliases and ``HostName`` resolved)."""
-        name, port = host.host.rpartition("@")[2], str(host.port or 22)
-        done = run([*self.base(), "-G", *self.transport.destination(host, ())], env=self.env, timeout=CHECK_TIMEOUT)
-        for line in done.out.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "hostname" and value:
-                name = value
-            elif key == "port" and value:
-                port = value
-        return name, port
 
     def unix_forwarding(self, host: Endpoint, before: Sequence[Endpoint], python: str, precmd: str | None) -> str:
         """What the tunnel asks the kernel's host for: a local socket forwarded to a remote Unix socket.
