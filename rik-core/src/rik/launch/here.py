@@ -28,9 +28,11 @@ import sys
 
 __all__ = ["exec_local"]
 
-#: The settings a local kernel's config may carry that this path honours (or that do not apply to it here).
-_HONOURED = frozenset({"v", "interface", "kernel_cmd", "name", "language", "workdir", "precmd", "grace", "transport"})
-_HONOURED |= {"interrupt_mode"}  # read by the frontend from kernel.json, not by the launcher
+#: The settings a local kernel's config may carry that this path honours, or that do not apply to it here
+#: (``grace``, ``transport``; ``interrupt_mode`` is read by the frontend from kernel.json, not by the launcher).
+_HONOURED = frozenset(
+    {"v", "interface", "kernel_cmd", "name", "language", "workdir", "precmd", "grace", "transport", "interrupt_mode"}
+)
 _RESET = ("SIGINT", "SIGHUP", "SIGTERM", "SIGQUIT", "SIGPIPE", "SIGXFSZ", "SIGUSR1", "SIGUSR2")
 
 
@@ -84,13 +86,17 @@ def exec_local(argv: list[str]) -> None:
     if not command:
         return
     workdir = config.get("workdir")
-    try:
-        os.chdir(str(workdir)) if workdir else os.getcwd()
-    except OSError:
-        if workdir:
+    if workdir:
+        try:
+            os.chdir(str(workdir))
+        except OSError:
             sys.stderr.write(f"rik: the working directory {workdir} does not exist on this machine\n")
             sys.exit(1)
-        os.chdir(os.path.expanduser("~"))  # Jupyter's was removed meanwhile
+    else:
+        try:
+            os.getcwd()
+        except OSError:
+            os.chdir(os.path.expanduser("~"))  # Jupyter's was removed meanwhile
     for name in _RESET:
         sig = getattr(signal, name, None)
         if sig is not None:

@@ -757,8 +757,9 @@ class Launcher:
         # tunnel's ssh cancels its forwards itself (the relay's sockets are this launcher's own, so the next tunnel
         # never waits for them; without the relay it forwards the frontend's ports, and those must be free first).
         # A shutdown lets the tunnel go likewise: the frontend waits for this launcher's exit, not for the cancel.
-        quick = self.outcome == "park" and self.relay_inner is not None
-        if self.tunnel is not None and self.relay_inner is not None and self.outcome in ("park", "shutdown"):
+        let_go = self.relay_inner is not None and self.outcome in ("park", "shutdown")
+        quick = let_go and self.outcome == "park"
+        if self.tunnel is not None and let_go:
             self.tunnel.let_go()
         elif self.tunnel is not None:
             self.tunnel.stop()
