@@ -92,14 +92,18 @@ def _pump(session: Session, until, timeout: float = 15) -> None:
             return
 
 
-def test_the_holder_keeps_its_client_between_connections_and_ends_with_it(tmp_path: Path) -> None:
+def _held(tmp_path: Path, script: str) -> tuple[dict[str, str], _Reader, Session, Path]:
+    """A holder made on this machine for a client running ``script``, with its first connection attached."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     out = _Reader()
     session = Session(lambda: ["/bin/sh", "-s"], env, out)
-    client = client_command(["/bin/sh", "-c", "read a; echo got-$a; read b; echo got-$b; exit 3"], tty=False)
-    session.make(client, tty=False)
+    session.make(client_command(["/bin/sh", "-c", script], tty=False), tty=False)
     _pump(session, lambda: session.state == "attached")
-    hold = Path(session.hold_dir or "")
+    return env, out, session, Path(session.hold_dir or "")
+
+
+def test_the_holder_keeps_its_client_between_connections_and_ends_with_it(tmp_path: Path) -> None:
+    env, out, session, hold = _held(tmp_path, "read a; echo got-$a; read b; echo got-$b; exit 3")
     assert stat.S_IMODE(hold.stat().st_mode) == 0o700 and stat.S_ISFIFO((hold / "in").stat().st_mode)
     assert session.write(b"one\n")
     _pump(session, lambda: b"got-one" in out.data)
@@ -130,13 +134,7 @@ def test_the_holder_keeps_its_client_between_connections_and_ends_with_it(tmp_pa
 def test_once_the_jobs_command_has_ended_the_holder_lets_go_of_its_input(tmp_path: Path) -> None:
     """A client that waits for the end of its input (qrsh) ends once the job's command said RIK-END and the
     connection closed; a connection that closes before then (a lost network) never ends the client's input."""
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    out = _Reader()
-    session = Session(lambda: ["/bin/sh", "-s"], env, out)
-    client = client_command(["/bin/sh", "-c", "read a; echo RIK-END 0; cat >/dev/null; echo input-ended"], tty=False)
-    session.make(client, tty=False)
-    _pump(session, lambda: session.state == "attached")
-    hold = Path(session.hold_dir or "")
+    env, out, session, hold = _held(tmp_path, "read a; echo RIK-END 0; cat >/dev/null; echo input-ended")
     session.close()  # lost before the end: the client keeps its input
     time.sleep(0.5)
     assert hold.is_dir() and b"input-ended" not in (hold / "out").read_bytes()
