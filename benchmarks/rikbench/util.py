@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +27,18 @@ def pct(values: Iterable[float] | None, p: float) -> float | None:
     k = (len(ordered) - 1) * p / 100
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def median_ci(values: Iterable[float], conf: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval of the median: the order statistics ``j`` in from either end, ``j``
+    as large as keeps the chance that the median lies between them at ``conf`` or more (binomial, p = 1/2). None
+    when there are too few values for that chance (fewer than 6 at 95%)."""
+    ordered = sorted(values)
+    n, j = len(ordered), None
+    for k in range(n // 2):
+        if sum(math.comb(n, i) for i in range(k + 1, n - k)) / 2**n >= conf:
+            j = k
+    return None if j is None else (ordered[j], ordered[n - 1 - j])
 
 
 def median(values: Iterable[float | None]) -> float | None:
