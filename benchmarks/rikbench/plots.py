@@ -38,10 +38,11 @@ def overview(payload: dict[str, Any], path: Path) -> None:
         if t["median"] is None:
             ax.text(0.02, i, "not available", va="center", fontsize=8, color=GREY)
             continue
-        color = GREEN if t["met"] else RED
+        color = GREY if t["met"] is None else (GREEN if t["met"] else RED)  # grey: information, no target
         ax.barh(i, t["median"] - 1, left=1, color=color, alpha=0.75)  # from the floor (1x) to rik
         ax.plot([t["min"], t["max_seen"]], [i, i], color="black", lw=1)
-        ax.plot([t["max"]] * 2, [i - 0.4, i + 0.4], color="black", lw=2)
+        if not t.get("info"):
+            ax.plot([t["max"]] * 2, [i - 0.4, i + 0.4], color="black", lw=2)
     ax.set_yticks(range(len(targets)), [t["name"] for t in reversed(targets)], fontsize=8)
     ax.axvline(1.0, color=GREY, lw=0.8, ls="--")
     ax.set_xscale("log", base=2)

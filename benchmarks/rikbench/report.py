@@ -130,7 +130,7 @@ def evaluate(target: dict[str, Any], figs: dict[str, list[Any]], notes: dict[str
         if not same or not all(same):
             met = False
             reasons.append("not in place: the restart made a new job")
-    out["met"] = met
+    out["met"] = None if target.get("info") else met
     out["why"] = "; ".join(reasons)
     return out
 
@@ -179,7 +179,7 @@ def targets_table(summary: dict[str, Any]) -> list[str]:
             )
         if t["why"]:
             measured += f" ({t['why']})"
-        limit = f"≤ {t['max']:g}" + ("x" if t.get("floor") else "")
+        limit = "(information)" if t.get("info") else f"≤ {t['max']:g}" + ("x" if t.get("floor") else "")
         met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
         lines.append(f"| {t['name']} | {what} | {measured} | {limit} | {met} |")
     return lines
