@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+import zmq
 from jupyter_client.manager import KernelManager
 
 from . import kernel as K
@@ -147,6 +148,9 @@ def scaling(bench: Bench, c: Contender, n: int, r: int) -> dict[str, Any]:
         K.launcher_pid(km)
         kc = km.client()
         kc.start_channels()
+        # A send never blocks the harness: a kernel whose shell socket stops taking messages (seen once with 16
+        # local kernels) is counted as not ready instead of hanging the whole run.
+        kc.shell_channel.socket.setsockopt(zmq.SNDTIMEO, 200)
         kms.append((km, kc))
     ready: dict[int, float] = {}
     sent: dict[int, float] = {}
@@ -156,7 +160,8 @@ def scaling(bench: Bench, c: Contender, n: int, r: int) -> dict[str, Any]:
             if i in ready:
                 continue
             if now >= sent.get(i, 0.0):
-                kc.kernel_info()
+                with contextlib.suppress(zmq.Again):
+                    kc.kernel_info()
                 sent[i] = now + 1.0
             with contextlib.suppress(queue.Empty):
                 while True:
