@@ -62,11 +62,15 @@ def test_kernel_in_a_job_on_a_compute_node(rik, cluster, jupyter_home: Path, sch
     jn = f"t{uuid.uuid4().hex[:8]}"
     name = add_kernel(rik, cluster, "-i", sched.interface, "-x", "rik-front", "-t", "rik-gw", "-n", "Job",
                       "--job-name", jn, *sched.extra, *sched.launch_cmd(cluster))
+    # The test user's shell history starts empty (bash drops a line equal to the one before it).
+    cluster.run("rik-front", ["rm", "-f", ".bash_history"], user="rik", check=True)
     with started(name) as k:
         info = json.loads(k.run(
             "import json, os, socket; print(json.dumps({'host': socket.gethostname(), 'env': dict(os.environ)}))"
         ))
         assert info["host"] in COMPUTE
+        # An interactive job's shell saves its history when it execs: what rik types into it is not the user's.
+        assert "RIK-START" not in _history(cluster), _history(cluster)
         listed = queue(cluster, sched, jn)
         if sched.cpus_env:
             assert info["env"].get(sched.cpus_env) == "2", sorted(info["env"])
@@ -84,6 +88,11 @@ def test_kernel_in_a_job_on_a_compute_node(rik, cluster, jupyter_home: Path, sch
     # Shut down: the job leaves the queue within seconds and nothing of the kernel remains on any node.
     wait_until(lambda: not queue(cluster, sched, jn).strip(), 30, what=f"{sched.interface} job to leave the queue")
     assert_nothing_left(cluster, hosts=COMPUTE, timeout=20)
+
+
+def _history(cluster) -> str:
+    """The test user's shell history (one home on every host)."""
+    return cluster.run("rik-front", ["sh", "-c", "cat ~/.bash_history 2>/dev/null; true"], user="rik", timeout=30).stdout
 
 
 def _launch(jupyter_home: Path, name: str, tmp_path: Path, timeout: float = 90) -> subprocess.CompletedProcess:

@@ -37,8 +37,9 @@ CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 #: Typed into an interactive job shell (any shell: sh, bash, zsh, csh) to turn the terminal's echo off and hand
 #: over to a non-interactive ``sh`` reading the bootstrap. ``RIK-START`` followed by a number is printed only by
-#: the new shell, so the echo of this very line never matches.
-STARTER = "stty -echo; exec /bin/sh -c 'echo RIK-START$$; exec /bin/sh -s 2>/dev/null'"
+#: the new shell, so the echo of this very line never matches. ``unset HISTFILE`` first: bash and zsh save their
+#: history when they exec, and this line is rik's, not the user's (it holds nothing secret either way).
+STARTER = "unset HISTFILE; stty -echo; exec /bin/sh -c 'echo RIK-START$$; exec /bin/sh -s 2>/dev/null'"
 
 
 def _q(value: str) -> str:
